@@ -1,0 +1,1 @@
+"""Torch to ONNX export, quantization, parity check and export manifest."""

@@ -1,0 +1,244 @@
+"""Torch → ONNX: three graphs (item encoder, user interest, scorer), optimised, optionally quantised,
+checked against PyTorch, and described by a manifest with the sha256 of every file.
+
+The item graph is the expensive one (the Transformer) and runs once per item; the user and scorer
+graphs are small and run per user / per (user, candidate) pair.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from recsys import __version__
+from recsys.errors import ArtifactError, ParityError
+from recsys.io import atomic_dir, read_json, sha256_file, write_json
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OPSET = 17
+FP32_TOLERANCE = 1e-4  # max abs difference, torch vs ORT fp32, on real inputs
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # mean cosine of item vectors vs torch fp32
+
+GRAPHS = {
+    "item_encoder": {"inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]}, "outputs": {"item_vector": ["batch", "dim"]}},
+    "user_encoder": {"inputs": {"history": ["batch", "history", "dim"], "history_mask": ["batch", "history"]}, "outputs": {"user_vector": ["batch", "dim"]}},
+    "scorer": {"inputs": {"user_vector": ["batch", "dim"], "item_vectors": ["batch", "candidates", "dim"]}, "outputs": {"p_click": ["batch", "candidates"], "p_purchase": ["batch", "candidates"], "similarity": ["batch", "candidates"]}},
+}
+
+
+def _wrappers(model):
+    import torch
+    from torch import nn
+
+    class ItemGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.items = model.items
+
+        def forward(self, input_ids, attention_mask):
+            return self.items(input_ids, attention_mask)
+
+    class UserGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.users = model.users
+
+        def forward(self, history, history_mask):
+            return self.users(history, history_mask > 0.5)
+
+    class ScorerGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scorer = model.scorer
+
+        def forward(self, user_vector, item_vectors):
+            out = self.scorer(user_vector, item_vectors)
+            return out.p_click, out.p_purchase, out.similarity
+
+    del torch
+    return {"item_encoder": ItemGraph(), "user_encoder": UserGraph(), "scorer": ScorerGraph()}
+
+
+def _sample_inputs(model, tokenizer, texts: list[str]):
+    import torch
+
+    batch = tokenizer.pad(tokenizer.encode(texts[:8]))
+    dim, length = model.config.dim, model.config.history_length
+    g = torch.Generator().manual_seed(0)
+    history = torch.nn.functional.normalize(torch.randn(2, length, dim, generator=g), dim=-1)
+    mask = torch.ones(2, length)
+    mask[1, 3:] = 0
+    users = torch.nn.functional.normalize(torch.randn(2, dim, generator=g), dim=-1)
+    items = torch.nn.functional.normalize(torch.randn(2, 5, dim, generator=g), dim=-1)
+    return {
+        "item_encoder": (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)),
+        "user_encoder": (history, mask),
+        "scorer": (users, items),
+    }
+
+
+def export_graphs(model, tokenizer, texts: list[str], folder: Path) -> None:
+    """Export the three fp32 graphs with dynamic batch (and token / candidate) axes."""
+    import torch
+
+    model.eval()
+    inputs = _sample_inputs(model, tokenizer, texts)
+    for name, module in _wrappers(model).items():
+        spec = GRAPHS[name]
+        dynamic = {k: {i: axis for i, axis in enumerate(v) if axis in ("batch", "tokens", "candidates")} for k, v in {**spec["inputs"], **spec["outputs"]}.items()}
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            # the TorchScript-based exporter: its BERT graph is the one ORT's transformer optimizer fuses
+            torch.onnx.export(
+                module, inputs[name], str(folder / f"{name}.onnx"),
+                input_names=list(spec["inputs"]), output_names=list(spec["outputs"]),
+                dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            )
+
+
+def optimize_item_graph(path: Path, hidden_size: int, heads: int, precision: str) -> dict:
+    """Fuse attention / layer norm / GELU with onnxruntime's transformer optimizer; fp16 keeps fp32 I/O."""
+    from onnxruntime.transformers import optimizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden_size, opt_level=1)
+        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+        if precision == "fp16":
+            optimized.convert_float_to_float16(keep_io_types=True)
+        optimized.save_model_to_file(str(path))
+    return fused
+
+
+def quantize_int8(path: Path) -> None:
+    """Dynamic int8 quantisation of weights, per channel (per-tensor loses too much quality here)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".int8.onnx")
+    quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    tmp.replace(path)
+    for extra in path.parent.glob(f"{path.stem}*-opt.onnx"):
+        extra.unlink()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+
+def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: str) -> dict:
+    """Compare every graph with PyTorch on real catalog text; raises ParityError when it does not hold."""
+    import onnxruntime as ort
+    import torch
+
+    from recsys.train import TorchInterestModel
+    from serving.onnx_model import OnnxInterestModel
+
+    torch_model = TorchInterestModel(model, tokenizer)
+    onnx_model = OnnxInterestModel(folder, providers=["CPUExecutionProvider"], precision=precision)
+    ref_items = torch_model.encode_items(texts)
+    got_items = onnx_model.encode_items(texts)
+    rng = np.random.default_rng(0)
+    n = len(texts)
+    length = model.config.history_length
+    hist_idx = rng.integers(0, n, size=(32, length))
+    mask = (rng.random((32, length)) < 0.7).astype(np.float32)
+    mask[0] = 0  # a user with no history
+    ref_users = torch_model.user_vectors(ref_items[hist_idx] * mask[..., None], mask > 0.5)
+    got_users = onnx_model.user_vectors(ref_items[hist_idx] * mask[..., None], mask)
+    cand = rng.integers(0, n, size=(32, min(n, 20)))
+    ref_scores = torch_model.score(ref_users, ref_items[cand])
+    got_scores = onnx_model.score(ref_users, ref_items[cand])
+    # top-K agreement: does the ORT graph retrieve the same nearest items as torch?
+    k = min(10, n - 1) if n > 1 else 1
+    ref_top = np.argsort(-(ref_items @ ref_items.T), axis=1)[:, :k]
+    got_top = np.argsort(-(got_items @ got_items.T), axis=1)[:, :k]
+    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, got_top)]))
+    report = {
+        "precision": precision,
+        "items_checked": n,
+        "item_vector_max_abs_diff": float(np.abs(ref_items - got_items).max()),
+        "item_vector_mean_cosine": float(_cosine(ref_items, got_items).mean()),
+        "item_vector_min_cosine": float(_cosine(ref_items, got_items).min()),
+        "item_neighbour_top10_overlap": overlap,
+        "user_vector_max_abs_diff": float(np.abs(ref_users - got_users).max()),
+        "p_click_max_abs_diff": float(np.abs(ref_scores[0] - got_scores[0]).max()),
+        "p_purchase_max_abs_diff": float(np.abs(ref_scores[1] - got_scores[1]).max()),
+        "providers": onnx_model.providers,
+        "onnxruntime": ort.__version__,
+    }
+    if precision == "fp32":
+        worst = max(report["item_vector_max_abs_diff"], report["user_vector_max_abs_diff"], report["p_click_max_abs_diff"], report["p_purchase_max_abs_diff"])
+        report["max_abs_diff"] = worst
+        if worst > FP32_TOLERANCE:
+            raise ParityError(f"ONNX fp32 graphs differ from PyTorch by {worst:.2e} (> {FP32_TOLERANCE:.0e}); the export was not written")
+    if report["item_vector_mean_cosine"] < MIN_COSINE[precision]:
+        raise ParityError(f"ONNX {precision} item vectors reach mean cosine {report['item_vector_mean_cosine']:.4f} against PyTorch (< {MIN_COSINE[precision]}); the export was not written")
+    return report
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str = "fp32", log=lambda message: None) -> dict:
+    """Export MODEL_DIR to EXPORT_DIR (atomically: a failed export leaves no EXPORT_DIR behind)."""
+    from recsys.train import load_text_model
+
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"precision must be one of {', '.join(PRECISIONS)}, found '{precision}'")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_manifest = verify_model_dir(model_dir)
+    model, tokenizer, config = load_text_model(model_dir)
+    texts = read_json(model_dir / "parity_texts.json")
+    with atomic_dir(out_dir) as tmp:
+        export_graphs(model, tokenizer, texts, tmp)
+        encoder_cfg = model.items.encoder.config
+        fused = {}
+        if precision in ("fp32", "fp16", "int8"):
+            fused = optimize_item_graph(tmp / "item_encoder.onnx", encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, precision if precision == "fp16" else "fp32")
+        parity = {"fp32": check_parity(model, tokenizer, texts, tmp, "fp32")} if precision == "fp32" else {}
+        if precision != "fp32":
+            # fp32 parity first, on a copy, so a broken graph is caught before quantisation hides it
+            with tempfile.TemporaryDirectory() as ref:
+                export_graphs(model, tokenizer, texts, Path(ref))
+                optimize_item_graph(Path(ref) / "item_encoder.onnx", encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, "fp32")
+                parity["fp32"] = check_parity(model, tokenizer, texts, Path(ref), "fp32")
+        if precision == "int8":
+            quantize_int8(tmp / "item_encoder.onnx")
+        if precision != "fp32":
+            parity[precision] = check_parity(model, tokenizer, texts, tmp, precision)
+        log(f"parity: {parity[precision]['item_vector_mean_cosine']:.6f} mean cosine, fp32 max abs diff {parity['fp32']['max_abs_diff']:.2e}")
+        shutil.copyfile(tokenizer.path, tmp / "tokenizer.json")
+        shutil.copyfile(model_dir / "ranker.txt", tmp / "ranker.txt")
+        serving_config = {
+            "max_length": config.model.max_length,
+            "history_length": config.model.history_length,
+            "dim": config.model.dim,
+            "candidates": config.to_dict()["candidates"],
+            "ranker_features": read_json(model_dir / "ranker_features.json"),
+        }
+        write_json(tmp / "serving_config.json", serving_config)
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        manifest = {
+            "kind": "recsys-export",
+            "format_version": 1,
+            "model_version": model_manifest["model_version"],
+            "precision": precision,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_version": __version__,
+            "opset": OPSET,
+            "graphs": GRAPHS,
+            "fused_operators": fused,
+            "parity": parity,
+            "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in files},
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def verify_model_dir(model_dir: Path) -> dict:
+    """Check a MODEL_DIR's files against its manifest before anything is loaded from it."""
+    from serving.artifacts import verify_files
+
+    return verify_files(Path(model_dir), kind="recsys-model")

@@ -1,0 +1,204 @@
+"""Configuration as frozen dataclasses read from TOML; unknown keys are rejected by name.
+
+The resolved config is saved beside every model so that a model can be rebuilt from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import ConfigError
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = DEFAULT_ENCODER  # hub name, used to find the weights offline (DESIGN.md §5)
+    encoder_path: str | None = None  # a local Hugging Face folder; wins over every other source
+    max_length: int = 48  # tokens per item text (title + description), truncated by the tokenizer
+    dim: int = 128  # width of item / user vectors
+    history_length: int = 20  # most recent clicked items that make a user's interest
+    heads: int = 4  # attention heads of the user-interest pooling
+    dropout: float = 0.1
+    freeze_layers: int = 0  # lower encoder layers kept frozen (parameter-efficient fine-tuning); -1 = all
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str  # "click" or "purchase"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 7
+    epochs: int = 3
+    items_per_batch: int = 64  # distinct items encoded per step: the encoder runs once per item per batch
+    exposures_per_item: int = 24  # exposures of each item sampled per epoch (caps the most popular ones)
+    negatives_per_positive: int = 4  # sampled exposures per click when the log has no impressions
+    encoder_lr: float = 3e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    retrieval_weight: float = 0.5  # in-batch softmax that makes user·item similarity a retrieval score
+    temperature: float = 0.07
+    task_weighting: str = "fixed"  # "fixed" (weights of [[tasks]]) or "uncertainty" (learned, Kendall et al.)
+    mlm_epochs: int = 0  # domain-adaptive masked-language-model pretraining on the catalog text first
+    threads: int = 0  # torch threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 400
+    early_stopping_rounds: int = 40
+    min_data_in_leaf: int = 20
+    valid_fraction: float = 0.2  # share of the ranker window's users held out for early stopping
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    text: int = 100  # nearest items to the user's interest vector
+    covisit: int = 50  # items co-visited with the user's recent items
+    popular: int = 50  # most popular recent items (also what a user without history gets)
+    popularity_days: int = 7
+    exclude_seen: bool = True  # never recommend an item the user already clicked or bought
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    ranker_days: float = 7.0  # the ranker learns from the window after the text model's (DESIGN.md §4)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: tuple[TaskConfig, ...] = (TaskConfig("click", 1.0), TaskConfig("purchase", 1.0))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tasks"] = [dataclasses.asdict(t) for t in self.tasks]
+        return _drop_none(data)
+
+    def replace(self, **sections: Any) -> "Config":
+        """A copy with some fields of some sections changed: `cfg.replace(train={"epochs": 1})`."""
+        data = self.to_dict()
+        for name, values in sections.items():
+            if name == "tasks":
+                data["tasks"] = values
+            else:
+                data.setdefault(name, {}).update(values)
+        return config_from_dict(data)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table, found {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
+    values = {}
+    for key, value in data.items():
+        expected = known[key].type
+        default = known[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: expected true/false, found {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key}: expected an integer, found {value!r}")
+        if isinstance(default, float) and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key}: expected a number, found {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}: expected a string, found {value!r}")
+        values[key] = float(value) if isinstance(default, float) else value
+        del expected
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    sections = {"model": ModelConfig, "train": TrainConfig, "ranker": RankerConfig, "candidates": CandidateConfig, "windows": WindowConfig}
+    for key in data:
+        if key not in sections and key != "tasks":
+            raise ConfigError(f"config: unknown section '{key}' (known: {', '.join([*sections, 'tasks'])})")
+    built = {name: _build(cls, data.get(name, {}), name) for name, cls in sections.items()}
+    tasks = Config().tasks
+    if "tasks" in data:
+        if not isinstance(data["tasks"], list) or not data["tasks"]:
+            raise ConfigError("tasks: expected a non-empty array of tables ([[tasks]])")
+        tasks = tuple(_build(TaskConfig, t, f"tasks[{i}]") for i, t in enumerate(data["tasks"]))
+    names = [t.name for t in tasks]
+    if "click" not in names or any(n not in ("click", "purchase") for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"tasks: expected 'click' and optionally 'purchase', each once; found {names}")
+    cfg = Config(tasks=tasks, **built)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    if cfg.train.task_weighting not in ("fixed", "uncertainty"):
+        raise ConfigError(f"train.task_weighting: expected 'fixed' or 'uncertainty', found {cfg.train.task_weighting!r}")
+    for name, value in (("model.max_length", cfg.model.max_length), ("model.dim", cfg.model.dim), ("model.history_length", cfg.model.history_length), ("train.epochs", cfg.train.epochs + 1)):
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, found {value}")
+    if cfg.model.dim % cfg.model.heads:
+        raise ConfigError(f"model.dim ({cfg.model.dim}) must be divisible by model.heads ({cfg.model.heads})")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML config; `None` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def dump_toml(cfg: Config) -> str:
+    """Serialise a config as TOML (flat tables and an array of task tables; no extra dependency)."""
+    lines: list[str] = []
+    data = cfg.to_dict()
+    for section, values in data.items():
+        if section == "tasks":
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for task in data["tasks"]:
+        lines.append("[[tasks]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in task.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,37 @@
+"""The error family the CLI turns into one-line messages (everything else keeps its traceback)."""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base of every error that is the user's input or environment, not a bug in recsys."""
+
+    exit_code = 2
+
+
+class SchemaError(RecsysError):
+    """A data file does not meet the contract (DESIGN.md §1): names the file, the column, the problem."""
+
+    def __init__(self, path: object, column: str | None, problem: str, examples: object = None):
+        self.path, self.column, self.problem = str(path), column, problem
+        where = f"{self.path}" + (f", column '{column}'" if column else "")
+        text = f"{where}: {problem}"
+        if examples:
+            text += f" (e.g. {examples})"
+        super().__init__(text)
+
+
+class ConfigError(RecsysError):
+    """A configuration file or option is wrong."""
+
+
+class ArtifactError(RecsysError):
+    """A model or export folder is missing, modified, truncated or from an incompatible version."""
+
+    exit_code = 3
+
+
+class ParityError(RecsysError):
+    """The exported graph does not reproduce the PyTorch model within tolerance."""
+
+    exit_code = 4

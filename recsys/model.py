@@ -1,0 +1,193 @@
+"""The multi-task text model, in one file: encoder wrapper, user interest, task heads, output, loss.
+
+    item text ──encoder──► mean pool ──► projection ──► item vector v            (N, D), once per item
+    history of item vectors + recency ──► attention pooling ──► user vector u    (B, D)
+    [u, v, u⊙v, u·v] ──► shared MLP ──► click logit, conversion logit            (B, C)
+
+ESMM (Ma et al., 2018): p_click = σ(click), p_purchase = p_click · σ(conversion); both losses are taken
+over all exposures, so the purchase task never trains on the biased "clicked only" sample and
+p_purchase ≤ p_click holds by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.config import Config, ModelConfig
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states that are not padding."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
+
+
+class ItemEncoder(nn.Module):
+    """Pretrained Transformer → mean pooling → projection to the shared item space (L2-normalised)."""
+
+    def __init__(self, encoder: nn.Module, dim: int):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.projection = nn.Sequential(nn.Linear(hidden, dim), nn.LayerNorm(dim))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return mean_pool(hidden, attention_mask)  # (B, H)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(pooled), dim=-1)  # (B, D)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.project(self.pooled(input_ids, attention_mask))
+
+    def freeze_lower_layers(self, count: int) -> None:
+        """Freeze embeddings and the lowest `count` layers (-1: the whole encoder)."""
+        layers = self.encoder.encoder.layer
+        count = len(layers) if count < 0 else min(count, len(layers))
+        if count > 0:
+            for p in self.encoder.embeddings.parameters():
+                p.requires_grad_(False)
+        for layer in layers[:count]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+
+class UserInterest(nn.Module):
+    """Multi-head attention pooling of the user's recent item vectors with a learned query.
+
+    A learned "no history" token is always present, so a user with no clicks gets a sensible vector.
+    Slot 0 of `history_mask` may be all zero: the default token keeps the softmax defined.
+    """
+
+    def __init__(self, dim: int, heads: int, history_length: int, dropout: float):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.default_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.recency = nn.Embedding(history_length + 1, dim)  # 0: default token, i: i-th most recent
+        self.query = nn.Parameter(torch.randn(heads, dim // heads) * 0.02)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = history.shape  # (B, L, D)
+        tokens = torch.cat([self.default_token.expand(batch, 1, self.dim), history], dim=1)  # (B, L+1, D)
+        positions = torch.arange(length + 1, device=history.device)
+        tokens = tokens + self.recency(positions).unsqueeze(0)
+        mask = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=history.device), history_mask.bool()], dim=1)  # (B, L+1)
+        head_dim = self.dim // self.heads
+        keys = self.key(tokens).view(batch, length + 1, self.heads, head_dim)  # (B, L+1, h, d)
+        values = self.value(tokens).view(batch, length + 1, self.heads, head_dim)
+        scores = torch.einsum("blhd,hd->bhl", keys, self.query) / math.sqrt(head_dim)  # (B, h, L+1)
+        scores = scores.masked_fill(~mask.unsqueeze(1), -1e4)
+        weights = scores.softmax(dim=-1)
+        pooled = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, self.dim)  # (B, D)
+        mean = (history * history_mask.unsqueeze(-1).to(history.dtype)).sum(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(history.dtype)
+        return F.normalize(self.norm(pooled + self.out(pooled) + mean), dim=-1)  # (B, D)
+
+
+@dataclass
+class TaskOutput:
+    """Per-task logits for (user, candidate) pairs, and their similarity in the shared space."""
+
+    click_logit: torch.Tensor  # (B, C)
+    conversion_logit: torch.Tensor  # (B, C)
+    similarity: torch.Tensor  # (B, C) cosine of user and item vectors
+
+    @property
+    def p_click(self) -> torch.Tensor:
+        return torch.sigmoid(self.click_logit)
+
+    @property
+    def p_purchase(self) -> torch.Tensor:
+        return torch.sigmoid(self.click_logit) * torch.sigmoid(self.conversion_logit)
+
+
+class InterestScorer(nn.Module):
+    """Click and conversion heads over one shared representation of (user, item)."""
+
+    def __init__(self, dim: int, dropout: float, hidden: int = 128):
+        super().__init__()
+        self.shared = nn.Sequential(nn.Linear(3 * dim + 1, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.GELU())
+        self.click = nn.Linear(hidden // 2, 1)
+        self.conversion = nn.Linear(hidden // 2, 1)
+        self.similarity_scale = nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> TaskOutput:
+        # users (B, D), items (B, C, D)
+        u = users.unsqueeze(1).expand_as(items)  # (B, C, D)
+        similarity = (u * items).sum(-1)  # (B, C)
+        z = self.shared(torch.cat([u, items, u * items, similarity.unsqueeze(-1)], dim=-1))  # (B, C, H/2)
+        click = self.click(z).squeeze(-1) + self.similarity_scale * similarity
+        return TaskOutput(click, self.conversion(z).squeeze(-1), similarity)
+
+
+class TextRecModel(nn.Module):
+    """Item encoder + user interest + multi-task scorer."""
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module, task_names: tuple[str, ...] = ("click", "purchase")):
+        super().__init__()
+        self.config = config
+        self.items = ItemEncoder(encoder, config.dim)
+        self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
+        self.scorer = InterestScorer(config.dim, config.dropout)
+        # learned task weights (log variances, Kendall et al. 2018); used when task_weighting = "uncertainty"
+        self.task_log_vars = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in (*task_names, "retrieval")})
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, candidates: torch.Tensor) -> TaskOutput:
+        # history (B, L, D) item vectors, history_mask (B, L), candidates (B, C, D)
+        return self.scorer(self.users(history, history_mask), candidates)
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor
+    parts: dict[str, float]
+
+
+def _bce_from_log_probs(log_p: torch.Tensor, log_not_p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * log_p + (1 - target) * log_not_p).mean()
+
+
+def multitask_loss(
+    model: TextRecModel,
+    out: TaskOutput,
+    clicked: torch.Tensor,
+    purchased: torch.Tensor,
+    user_vectors: torch.Tensor | None,
+    batch_item_vectors: torch.Tensor | None,
+    positive_item: torch.Tensor | None,
+    config: Config,
+) -> LossOutput:
+    """ESMM click + click-and-purchase losses over all exposures, plus an in-batch retrieval softmax.
+
+    `positive_item` (E,) indexes `batch_item_vectors` (M, D) for each exposure, -1 where not clicked.
+    """
+    losses: dict[str, torch.Tensor] = {}
+    losses["click"] = F.binary_cross_entropy_with_logits(out.click_logit, clicked)
+    if any(t.name == "purchase" for t in config.tasks):
+        # log p_ctcvr = log σ(a) + log σ(b); log(1 - p_ctcvr) computed stably
+        log_p = F.logsigmoid(out.click_logit) + F.logsigmoid(out.conversion_logit)
+        log_not_p = torch.log1p(-torch.exp(log_p).clamp(max=1 - 1e-6))
+        losses["purchase"] = _bce_from_log_probs(log_p, log_not_p, purchased)
+    if config.train.retrieval_weight > 0 and user_vectors is not None and positive_item is not None:
+        keep = positive_item >= 0
+        if keep.any():
+            logits = user_vectors[keep] @ batch_item_vectors.T / config.train.temperature  # (P, M)
+            losses["retrieval"] = F.cross_entropy(logits, positive_item[keep])
+    weights = {t.name: t.weight for t in config.tasks} | {"retrieval": config.train.retrieval_weight}
+    total = torch.zeros((), dtype=out.click_logit.dtype)
+    for name, loss in losses.items():
+        if config.train.task_weighting == "uncertainty":
+            log_var = model.task_log_vars[name]
+            total = total + torch.exp(-log_var) * loss + log_var
+        else:
+            total = total + weights[name] * loss
+    return LossOutput(total, {name: float(loss.detach()) for name, loss in losses.items()})

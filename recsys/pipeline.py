@@ -1,0 +1,143 @@
+"""The jobs, end to end: train (text model, then ranker on the next window), evaluate, demo.
+
+Time (DESIGN.md §4): the text model learns from events before `t1`; the ranker learns how users behaved
+in [t1, end) from candidates, scores and features computed as of t1; evaluation holds out the newest days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys import __version__
+from recsys import schema as S
+from recsys.config import Config
+from recsys.data import Dataset, load_dataset
+from recsys.errors import RecsysError
+from recsys.io import atomic_dir, describe_input, sha256_file, write_json
+from recsys.ranker import RELEVANCE, LambdaRanker, relevance_labels
+from serving.candidates import build_snapshot, generate_candidates
+from serving.catalog import Catalog, make_catalog
+from serving.ranking import RANKER_FEATURES, with_features
+from serving.text import item_texts
+
+PARITY_TEXTS = 64
+
+
+def _noop(*args, **kwargs) -> None:
+    return None
+
+
+def time_bounds(events: pl.LazyFrame) -> tuple[dt.datetime, dt.datetime]:
+    row = events.select(pl.col(S.TIMESTAMP).min().alias("lo"), pl.col(S.TIMESTAMP).max().alias("hi")).collect().row(0)
+    return row[0], row[1]
+
+
+def ranker_frame(model, catalog: Catalog, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, end: dt.datetime, config: Config, item_vectors: np.ndarray, progress=None) -> pl.DataFrame:
+    """Candidates as of `cutoff` for the users active in [cutoff, end), with features and relevance labels."""
+    labels = relevance_labels(events.collect(), start=cutoff, end=end)
+    users = labels.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
+    snapshot = build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=config.candidates)
+    cand = generate_candidates(model, snapshot, users, config.candidates, config.model.history_length, progress=progress)
+    frame = with_features(cand, snapshot)
+    return frame.join(labels, on=[S.USER_ID, S.ITEM_ID], how="left").with_columns(pl.col(RELEVANCE).fill_null(0))
+
+
+def train_pipeline(
+    items_path: str | Path,
+    events_path: str | Path,
+    out_dir: str | Path,
+    config: Config,
+    *,
+    warm_start: str | Path | None = None,
+    data: Dataset | None = None,
+    until: dt.datetime | None = None,
+    progress=None,
+    log=_noop,
+) -> dict:
+    """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest."""
+    from recsys.encoder import resolve_encoder
+    from recsys.train import TorchInterestModel, load_text_model, save_text_model, train_text_model
+
+    started = time.perf_counter()
+    data = data or load_dataset(items_path, events_path)
+    events = data.events if until is None else data.events.filter(pl.col(S.TIMESTAMP) < until)
+    first, last = time_bounds(events)
+    end = last + dt.timedelta(microseconds=1)
+    t1 = end - dt.timedelta(days=config.windows.ranker_days)
+    if t1 <= first:
+        raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days; at least windows.ranker_days = {config.windows.ranker_days} plus a text-model window are needed")
+    catalog = make_catalog(data.items)
+    text_events = events.filter(pl.col(S.TIMESTAMP) < t1).collect()
+    timings = {}
+
+    base_model = None
+    if warm_start is not None:
+        base_model, _, _ = load_text_model(Path(warm_start))
+        encoder_folder = Path(warm_start) / "encoder"
+        log(f"warm start from {warm_start}")
+    else:
+        encoder_folder = resolve_encoder(config.model)
+        log(f"encoder: {encoder_folder}")
+    tic = time.perf_counter()
+    model, tokenizer, text_report = train_text_model(text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log)
+    timings["text_model_s"] = round(time.perf_counter() - tic, 2)
+
+    tic = time.perf_counter()
+    scorer = TorchInterestModel(model, tokenizer)
+    vectors = scorer.encode_items(item_texts(catalog.items), progress=progress)
+    frame = ranker_frame(scorer, catalog, events, data.items, cutoff=t1, end=end, config=config, item_vectors=vectors, progress=progress)
+    ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
+    candidate_recall = _candidate_recall(frame, events.collect(), t1, end)
+    timings["ranker_s"] = round(time.perf_counter() - tic, 2)
+    log(f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks")
+
+    rng = np.random.default_rng(config.train.seed)
+    texts = item_texts(catalog.items)
+    parity_texts = [texts[i] for i in sorted(rng.choice(len(texts), min(PARITY_TEXTS, len(texts)), replace=False))]
+    with atomic_dir(out_dir) as tmp:
+        files = save_text_model(model, tokenizer, config, tmp)
+        ranker.save(tmp / "ranker.txt")
+        write_json(tmp / "ranker_features.json", list(RANKER_FEATURES))
+        write_json(tmp / "parity_texts.json", parity_texts)
+        metrics = {"text_model": text_report, "ranker": ranker.metrics_, "candidate_recall": candidate_recall, "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)}}
+        write_json(tmp / "metrics.json", metrics)
+        files += ["ranker.txt", "ranker_features.json", "parity_texts.json", "metrics.json"]
+        hashes = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in sorted(files)}
+        version = hashlib.sha256((hashes["text_model.safetensors"]["sha256"] + hashes["ranker.txt"]["sha256"]).encode()).hexdigest()[:16]
+        manifest = {
+            "kind": "recsys-model",
+            "format_version": 1,
+            "model_version": version,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_version": __version__,
+            "warm_start": str(warm_start) if warm_start else None,
+            "data_window": {"first_event": first.isoformat(), "text_model_until": t1.isoformat(), "ranker_until": end.isoformat()},
+            "inputs": {"items": describe_input(items_path), "events": describe_input(events_path)},
+            "dropped_rows": data.report.dropped,
+            "metrics": {"ranker_valid_ndcg@10": ranker.metrics_["valid_ndcg@10"], "candidate_recall": candidate_recall, "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1]},
+            "files": hashes,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _candidate_recall(frame: pl.DataFrame, events: pl.DataFrame, start, end) -> float:
+    """Share of (user, item) clicks in the window that the candidate generator put before the ranker."""
+    truth = relevance_labels(events, start=start, end=end)
+    users = frame.select(S.USER_ID).unique()
+    truth = truth.join(users, on=S.USER_ID)
+    if truth.height == 0:
+        return float("nan")
+    found = truth.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
+    return found / truth.height
+
+
+def read_manifest(folder: Path) -> dict:
+    return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))

@@ -1,0 +1,361 @@
+"""Fine-tune the multi-task text model on exposures; save and load MODEL_DIR's text model.
+
+Each step encodes a batch of distinct items once, with gradients, and scores every sampled exposure of
+those items. Users' histories read item vectors from a memory bank of pooled encoder outputs, refreshed
+every epoch (the projection on top of it trains at every step), so the heavy encoder runs once per item
+per batch and never per (user, item) pair.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys import schema as S
+from recsys.config import Config, dump_toml, load_config
+from recsys.errors import ArtifactError, RecsysError
+from recsys.interactions import click_log, epoch_seconds, exposures, has_impressions, user_index_of
+from serving.catalog import Catalog
+from serving.text import ItemTokenizer, item_texts
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+TEXT_MODEL_FILE = "text_model.safetensors"
+ENCODER_DIR = "encoder"
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    torch = _torch()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_threads(threads: int) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting makes 2-core runs many times slower when shared
+    torch = _torch()
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+
+
+@dataclass
+class TrainingData:
+    """Everything the training loop indexes by integer: exposures, their histories and labels."""
+
+    item_tokens: list[np.ndarray]
+    exposure_item: np.ndarray  # (E,)
+    history: np.ndarray  # (E, L) item indices, -1 padded
+    clicked: np.ndarray  # (E,)
+    purchased: np.ndarray  # (E,)
+    times: np.ndarray  # (E,) seconds
+    sample_negatives: bool
+    summary: dict = field(default_factory=dict)
+
+
+def build_training_data(events: pl.DataFrame, catalog: Catalog, tokenizer: ItemTokenizer, config: Config) -> TrainingData:
+    """Exposures with labels and histories (as of each exposure's own time) from canonical events."""
+    users = user_index_of(events)
+    log = click_log(events, catalog, users)
+    exp = catalog.index_of(exposures(events)).join(users, on=S.USER_ID, how="inner").sort([S.TIMESTAMP, S.USER_ID, S.ITEM_ID])
+    times = exp.select(epoch_seconds()).to_series().to_numpy()
+    history = log.histories(exp["user_index"].to_numpy(), times, config.model.history_length)
+    sample_negatives = not has_impressions(events)
+    data = TrainingData(
+        item_tokens=tokenizer.encode(item_texts(catalog.items)),
+        exposure_item=exp["item_index"].to_numpy().astype(np.int64),
+        history=history,
+        clicked=exp["clicked"].to_numpy().astype(np.float32),
+        purchased=exp["purchased"].to_numpy().astype(np.float32),
+        times=times,
+        sample_negatives=sample_negatives,
+    )
+    data.summary = {
+        "exposures": int(len(times)),
+        "clicks": int(data.clicked.sum()),
+        "purchases": int(data.purchased.sum()),
+        "users": int(users.height),
+        "items_exposed": int(len(np.unique(data.exposure_item))),
+        "negatives": "sampled in batch" if sample_negatives else "impressions",
+    }
+    return data
+
+
+def build_model(config: Config, encoder_folder: Path):
+    from recsys.encoder import load_encoder
+    from recsys.model import TextRecModel
+
+    set_seed(config.train.seed)
+    model = TextRecModel(config.model, load_encoder(encoder_folder), tuple(t.name for t in config.tasks))
+    model.items.freeze_lower_layers(config.model.freeze_layers)
+    return model
+
+
+def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], batch_size: int = 128) -> "torch.Tensor":
+    """Pooled encoder output of every item (no gradient), in input order."""
+    torch = _torch()
+    out = torch.zeros(len(tokens), model.items.encoder.config.hidden_size)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in tokenizer.batches(tokens, batch_size):
+            pooled = model.items.pooled(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
+            out[torch.from_numpy(batch.order)] = pooled
+    model.train(was_training)
+    return out
+
+
+def _epoch_batches(data: TrainingData, config: Config, rng: np.random.Generator, train_rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Groups of (distinct items, exposure rows of those items), each exposure capped per item."""
+    items = data.exposure_item[train_rows]
+    order = np.argsort(items, kind="stable")
+    sorted_items = items[order]
+    unique, starts, counts = np.unique(sorted_items, return_index=True, return_counts=True)
+    cap = config.train.exposures_per_item
+    chosen_rows: list[np.ndarray] = []
+    for start, count in zip(starts, counts):
+        rows = train_rows[order[start : start + count]]
+        if count > cap:
+            rows = rng.choice(rows, cap, replace=False)
+        chosen_rows.append(rows)
+    perm = rng.permutation(len(unique))
+    size = config.train.items_per_batch
+    batches = []
+    for begin in range(0, len(perm), size):
+        group = perm[begin : begin + size]
+        batches.append((unique[group], np.concatenate([chosen_rows[g] for g in group])))
+    return batches
+
+
+def train_text_model(
+    events: pl.DataFrame,
+    catalog: Catalog,
+    config: Config,
+    *,
+    encoder_folder: Path,
+    model=None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = lambda message: None,
+):
+    """Fine-tune (or, with `model`, warm-start) the text model; returns (model, tokenizer, history dict)."""
+    torch = _torch()
+    from recsys.model import multitask_loss
+
+    configure_threads(config.train.threads)
+    set_seed(config.train.seed)
+    tokenizer = ItemTokenizer(encoder_folder / "tokenizer.json", config.model.max_length)
+    if config.train.mlm_epochs > 0 and model is None:
+        from recsys.pretrain import adapt_encoder
+
+        encoder_folder = adapt_encoder(encoder_folder, item_texts(catalog.items), config, progress=progress)
+    if model is None:
+        model = build_model(config, encoder_folder)
+    data = build_training_data(events, catalog, tokenizer, config)
+    if len(data.clicked) == 0 or data.clicked.sum() == 0:
+        raise RecsysError("the training window holds no clicks: nothing to learn from (widen the window or check the events)")
+    log(f"training data: {data.summary}")
+
+    # the newest 10% of exposures (by time) check generalisation after every epoch
+    n = len(data.times)
+    split = int(n * 0.9)
+    train_rows, valid_rows = np.arange(split), np.arange(split, n)
+    rng = np.random.default_rng(config.train.seed)
+
+    encoder_params = [p for p in model.items.encoder.parameters() if p.requires_grad]
+    other_params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("items.encoder.")]
+    groups = [{"params": other_params, "lr": config.train.head_lr}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": config.train.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.train.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch))
+    total_steps = steps_per_epoch * config.train.epochs
+    warmup = max(1, int(0.06 * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(1, total_steps)))
+
+    history_log: dict[str, list] = {"epoch": [], "train_loss": [], "valid_click_auc": [], "valid_purchase_auc": [], "seconds": []}
+    step = 0
+    encoder_trainable = bool(encoder_params)
+    bank = encode_pooled(model, tokenizer, data.item_tokens)
+    for epoch in range(config.train.epochs):
+        started = time.perf_counter()
+        if epoch > 0 and encoder_trainable:
+            bank = encode_pooled(model, tokenizer, data.item_tokens)
+        model.train()
+        losses = []
+        batches = _epoch_batches(data, config, rng, train_rows)
+        for batch_items, rows in batches:
+            tokens = tokenizer.pad([data.item_tokens[i] for i in batch_items])
+            if encoder_trainable:
+                pooled = model.items.pooled(torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask))
+            else:
+                pooled = bank[torch.from_numpy(batch_items)]
+            item_vectors = model.items.project(pooled)  # (M, D)
+            local = _lookup(batch_items, data.exposure_item[rows])
+            hist = data.history[rows]  # (E, L)
+            user_vectors = _user_vectors(model, bank, hist)  # (E, D)
+            candidates = [local[:, None]]
+            labels_click = [data.clicked[rows][:, None]]
+            labels_buy = [data.purchased[rows][:, None]]
+            if data.sample_negatives and len(batch_items) > 1:
+                k = config.train.negatives_per_positive
+                neg = rng.integers(0, len(batch_items) - 1, size=(len(rows), k))
+                neg = neg + (neg >= local[:, None])  # skip the exposure's own item
+                candidates.append(neg)
+                labels_click.append(np.zeros((len(rows), k), np.float32))
+                labels_buy.append(np.zeros((len(rows), k), np.float32))
+            cand = torch.from_numpy(np.concatenate(candidates, 1))  # (E, 1+k)
+            out = model.scorer(user_vectors, item_vectors[cand])
+            positive = torch.from_numpy(np.where(data.clicked[rows] > 0, local, -1))
+            loss = multitask_loss(
+                model, out,
+                torch.from_numpy(np.concatenate(labels_click, 1)), torch.from_numpy(np.concatenate(labels_buy, 1)),
+                user_vectors, item_vectors, positive, config,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.total.detach()))
+            step += 1
+            if progress:
+                progress("train", step, total_steps)
+        valid = evaluate_exposures(model, tokenizer, data, valid_rows, bank=None if encoder_trainable else bank)
+        history_log["epoch"].append(epoch + 1)
+        history_log["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        history_log["valid_click_auc"].append(valid["click_auc"])
+        history_log["valid_purchase_auc"].append(valid["purchase_auc"])
+        history_log["seconds"].append(round(time.perf_counter() - started, 2))
+        log(f"epoch {epoch + 1}: loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}")
+    model.eval()
+    return model, tokenizer, {"data": data.summary, "curves": history_log}
+
+
+def _lookup(batch_items: np.ndarray, items: np.ndarray) -> np.ndarray:
+    order = np.argsort(batch_items)
+    return order[np.searchsorted(batch_items[order], items)]
+
+
+def _user_vectors(model, bank, history: np.ndarray):
+    """User vectors from the bank's pooled outputs of history items, projected with gradients."""
+    torch = _torch()
+    unique, inverse = np.unique(np.where(history < 0, 0, history), return_inverse=True)
+    projected = model.items.project(bank[torch.from_numpy(unique)])  # (U, D)
+    vectors = projected[torch.from_numpy(inverse.reshape(history.shape))]  # (E, L, D)
+    mask = torch.from_numpy(history >= 0)
+    return model.users(vectors * mask.unsqueeze(-1), mask)
+
+
+def evaluate_exposures(model, tokenizer: ItemTokenizer, data: TrainingData, rows: np.ndarray, bank=None) -> dict[str, float]:
+    """AUC of p_click and p_purchase on held-out exposures (with sampled negatives when needed)."""
+    torch = _torch()
+    from recsys.metrics import auc
+
+    if len(rows) == 0:
+        return {"click_auc": float("nan"), "purchase_auc": float("nan")}
+    model.eval()
+    with torch.inference_mode():
+        bank = encode_pooled(model, tokenizer, data.item_tokens) if bank is None else bank
+        vectors = model.items.project(bank)  # (N, D)
+        rng = np.random.default_rng(0)
+        hist = data.history[rows]
+        mask = torch.from_numpy(hist >= 0)
+        users = model.users(vectors[torch.from_numpy(np.where(hist < 0, 0, hist))] * mask.unsqueeze(-1), mask)
+        items = data.exposure_item[rows][:, None]
+        click, buy = data.clicked[rows][:, None], data.purchased[rows][:, None]
+        if data.sample_negatives:
+            neg = rng.integers(0, len(vectors), size=(len(rows), 4))
+            items = np.concatenate([items, neg], 1)
+            click = np.concatenate([click, np.zeros_like(neg, dtype=np.float32)], 1)
+            buy = np.concatenate([buy, np.zeros_like(neg, dtype=np.float32)], 1)
+        out = model.scorer(users, vectors[torch.from_numpy(items)])
+        p_click, p_buy = out.p_click.numpy().ravel(), out.p_purchase.numpy().ravel()
+    model.train()
+    return {"click_auc": auc(p_click, click.ravel()), "purchase_auc": auc(p_buy, buy.ravel())}
+
+
+class TorchInterestModel:
+    """The scoring interface of serving (`encode_items`, `user_vectors`, `score`) over the torch model."""
+
+    provider = "torch-cpu"
+
+    def __init__(self, model, tokenizer: ItemTokenizer, batch_size: int = 128):
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.dim = model.config.dim
+        self.history_length = model.config.history_length
+
+    def encode_items(self, texts: list[str], progress=None) -> np.ndarray:
+        torch = _torch()
+        tokens = self.tokenizer.encode(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        with torch.inference_mode():
+            for batch in self.tokenizer.batches(tokens, self.batch_size):
+                out[batch.order] = self.model.items(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
+                done += len(batch.order)
+                if progress:
+                    progress("encode items", done, len(texts))
+        return out
+
+    def user_vectors(self, history: np.ndarray, history_mask: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        with torch.inference_mode():
+            return self.model.users(torch.from_numpy(history), torch.from_numpy(history_mask)).numpy()
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        torch = _torch()
+        with torch.inference_mode():
+            out = self.model.scorer(torch.from_numpy(users), torch.from_numpy(items))
+            return out.p_click.numpy(), out.p_purchase.numpy(), out.similarity.numpy()
+
+
+def save_text_model(model, tokenizer: ItemTokenizer, config: Config, folder: Path) -> list[str]:
+    """Weights as safetensors, resolved config as TOML, encoder config and tokenizer; returns file names."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / TEXT_MODEL_FILE), metadata={"format": "pt"})
+    (folder / "config.toml").write_text(dump_toml(config), encoding="utf-8")
+    (folder / ENCODER_DIR).mkdir(exist_ok=True)
+    model.items.encoder.config.to_json_file(str(folder / ENCODER_DIR / "config.json"))
+    (folder / ENCODER_DIR / "tokenizer.json").write_bytes(tokenizer.path.read_bytes())
+    return [TEXT_MODEL_FILE, "config.toml", f"{ENCODER_DIR}/config.json", f"{ENCODER_DIR}/tokenizer.json"]
+
+
+def load_text_model(folder: Path):
+    """(model, tokenizer, config) rebuilt from a MODEL_DIR, without the pretrained weights' source."""
+    from safetensors.torch import load_file
+
+    from recsys.encoder import encoder_from_config
+    from recsys.model import TextRecModel
+
+    folder = Path(folder)
+    for name in (TEXT_MODEL_FILE, "config.toml", f"{ENCODER_DIR}/config.json", f"{ENCODER_DIR}/tokenizer.json"):
+        if not (folder / name).is_file():
+            raise ArtifactError(f"{folder}: not a model folder ({name} is missing); create one with `recsys train`")
+    config = load_config(folder / "config.toml")
+    model = TextRecModel(config.model, encoder_from_config(folder / ENCODER_DIR / "config.json"), tuple(t.name for t in config.tasks))
+    try:
+        state = load_file(str(folder / TEXT_MODEL_FILE))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except Exception as exc:
+        raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: cannot be loaded ({exc})") from None
+    if missing or unexpected:
+        raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    tokenizer = ItemTokenizer(folder / ENCODER_DIR / "tokenizer.json", config.model.max_length)
+    return model, tokenizer, config

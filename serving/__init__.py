@@ -1,0 +1,1 @@
+"""Scoring with ONNX Runtime: no torch, no transformers."""

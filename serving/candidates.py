@@ -1,0 +1,176 @@
+"""Candidates and interest scores as of a cutoff: the text model's nearest items, co-visitation, popularity.
+
+Retrieval is a blocked matrix product of user vectors against all item vectors (exact top-k per user
+with argpartition), never a Python loop over users or items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+import features
+from recsys import schema as S
+from features.covisitation import NEIGHBOR_ID
+from recsys.config import CandidateConfig
+from serving.catalog import Catalog
+from serving.history import ClickLog
+
+SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_sources")
+MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
+USER_BLOCK = 1024  # users per block of the retrieval matrix product
+
+
+@dataclass
+class Snapshot:
+    """What is known at a cutoff, computed once per run and shared by every block of users."""
+
+    catalog: Catalog
+    item_vectors: np.ndarray  # (N, D) float32, L2-normalised
+    cutoff: datetime
+    events: pl.LazyFrame
+    items: pl.LazyFrame
+    users: pl.DataFrame  # user_id, user_index: users with events before the cutoff
+    log: ClickLog
+    seen: pl.DataFrame  # user_index, item_index: clicked or bought before the cutoff
+    popular: np.ndarray  # item indices, most popular first
+    covisit: pl.DataFrame  # item_index, neighbor_index, weight
+    available: np.ndarray  # (N,) bool: items that exist at the cutoff
+
+
+def _seconds(moment: datetime) -> int:
+    return int(pl.Series([moment]).cast(pl.Datetime(S.TIME_UNIT)).dt.epoch("s")[0])
+
+
+def build_snapshot(catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime, config: CandidateConfig) -> Snapshot:
+    """Histories, seen items, popularity and co-visitation from the events strictly before `cutoff`."""
+    past = events.filter(pl.col(S.TIMESTAMP) < cutoff)
+    users = past.select(S.USER_ID).unique().sort(S.USER_ID).collect().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("user_index"))
+    engaged = past.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP).collect()
+    engaged = catalog.index_of(engaged).join(users, on=S.USER_ID, how="inner")
+    clicks = engaged.filter(pl.col(S.EVENT) == S.CLICK)
+    if clicks.height == 0:
+        clicks = engaged
+    log = ClickLog(clicks["user_index"].to_numpy(), clicks["item_index"].to_numpy(), clicks.select(pl.col(S.TIMESTAMP).dt.epoch("s")).to_series().to_numpy())
+    seen = engaged.select("user_index", "item_index").unique().sort(["user_index", "item_index"])
+    popular = catalog.index_of(features.popular_items(events, cutoff=cutoff, days=config.popularity_days, n=max(config.popular, 1)).collect()).sort("popularity_rank")
+    covisit = features.covisitation(events, cutoff=cutoff).collect()
+    covisit = catalog.index_of(catalog.index_of(covisit), column=NEIGHBOR_ID, name="neighbor_index")
+    return Snapshot(
+        catalog=catalog,
+        item_vectors=np.ascontiguousarray(item_vectors, dtype=np.float32),
+        cutoff=cutoff,
+        events=events,
+        items=items,
+        users=users,
+        log=log,
+        seen=seen,
+        popular=popular["item_index"].to_numpy(),
+        covisit=covisit.select("item_index", "neighbor_index", pl.col("weight").cast(pl.Float32)),
+        available=catalog.available_at(cutoff),
+    )
+
+
+def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user vectors (B, D), histories (B, L)) as of the cutoff; index -1 means a user with no past."""
+    times = np.full(len(user_index), _seconds(snapshot.cutoff), dtype=np.int64)
+    history = snapshot.log.histories(np.where(user_index < 0, -(10**12), user_index), times, history_length)
+    mask = history >= 0
+    vectors = snapshot.item_vectors[np.where(mask, history, 0)] * mask[..., None]
+    return model.user_vectors(vectors.astype(np.float32), mask.astype(np.float32)), history
+
+
+def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row in block, item index) of every seen pair of the block's users."""
+    seen_users = snapshot.seen["user_index"].to_numpy()
+    seen_items = snapshot.seen["item_index"].to_numpy()
+    start = np.searchsorted(seen_users, user_index, side="left")
+    end = np.searchsorted(seen_users, user_index, side="right")
+    end = np.where(user_index < 0, start, end)
+    counts = end - start
+    rows = np.repeat(np.arange(len(user_index)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rows, seen_items[np.repeat(start, counts) + offsets]
+
+
+def generate_candidates(model, snapshot: Snapshot, user_ids: pl.Series, config: CandidateConfig, history_length: int, progress=None) -> pl.DataFrame:
+    """Candidates per user with their sources and the text model's p_click, p_purchase and similarity.
+
+    Columns: user_id, item_id, user_index, item_index, cand_* sources, p_click, p_purchase, similarity.
+    """
+    requested = pl.DataFrame({S.USER_ID: user_ids}).unique(maintain_order=True)
+    requested = requested.join(snapshot.users, on=S.USER_ID, how="left").with_columns(pl.col("user_index").fill_null(-1))
+    blocks = []
+    n = requested.height
+    for begin in range(0, n, USER_BLOCK):
+        block = requested.slice(begin, USER_BLOCK)
+        blocks.append(_candidates_for_block(model, snapshot, block, config, history_length))
+        if progress:
+            progress("candidates", min(begin + USER_BLOCK, n), n)
+    if not blocks:
+        return pl.DataFrame()
+    return pl.concat(blocks)
+
+
+def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config: CandidateConfig, history_length: int) -> pl.DataFrame:
+    user_index = block["user_index"].to_numpy()
+    users, history = user_vectors(model, snapshot, user_index, history_length)
+    n_items = len(snapshot.catalog)
+    blocked = np.zeros((len(user_index), n_items), dtype=bool)
+    blocked[:, ~snapshot.available] = True
+    if config.exclude_seen:
+        rows, cols = _seen_lists(snapshot, user_index)
+        blocked[rows, cols] = True
+    frames = []
+    # 1. the text model's nearest items to the user's interest
+    k = min(config.text, n_items)
+    if k > 0:
+        sims = users @ snapshot.item_vectors.T  # (B, N)
+        sims[blocked] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (len(user_index), 1))
+        top_sims = np.take_along_axis(sims, top, 1)
+        order = np.lexsort((top, -top_sims), axis=1)
+        top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
+        rows = np.repeat(np.arange(len(user_index)), k)
+        keep = np.isfinite(top_sims.ravel())
+        frames.append(pl.DataFrame({"row": rows[keep], "item_index": top.ravel()[keep], "cand_text_rank": np.tile(np.arange(1, k + 1), len(user_index))[keep].astype(np.int32)}))
+    # 2. co-visitation with the user's recent clicks
+    if config.covisit > 0 and snapshot.covisit.height:
+        recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(pl.col("item_index") >= 0)
+        co = (
+            recent.join(snapshot.covisit, on="item_index")
+            .group_by("row", "neighbor_index").agg(pl.col("weight").sum().alias("cand_covisit_weight"))
+            .rename({"neighbor_index": "item_index"})
+        )
+        co = co.filter(~pl.Series(blocked[co["row"].to_numpy(), co["item_index"].to_numpy()]))
+        co = co.sort(["row", "cand_covisit_weight", "item_index"], descending=[False, True, False]).group_by("row", maintain_order=True).head(config.covisit)
+        frames.append(co)
+    # 3. recent popularity (what a user with no history mostly gets)
+    if config.popular > 0 and len(snapshot.popular):
+        pop = snapshot.popular[: config.popular]
+        rows = np.repeat(np.arange(len(user_index)), len(pop))
+        cols = np.tile(pop, len(user_index))
+        keep = ~blocked[rows, cols]
+        frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_popular_rank": np.tile(np.arange(1, len(pop) + 1), len(user_index))[keep].astype(np.int32)}))
+    if not frames:
+        return pl.DataFrame()
+    cand = pl.concat(frames, how="diagonal_relaxed").group_by("row", "item_index").agg(
+        pl.col("cand_text_rank").min(), pl.col("cand_covisit_weight").max(), pl.col("cand_popular_rank").min()
+    )
+    cand = cand.with_columns(
+        (pl.col("cand_text_rank").is_not_null().cast(pl.Int8) + pl.col("cand_covisit_weight").is_not_null().cast(pl.Int8) + pl.col("cand_popular_rank").is_not_null().cast(pl.Int8)).alias("cand_sources")
+    ).sort(["row", "item_index"])
+    rows, items = cand["row"].to_numpy(), cand["item_index"].to_numpy()
+    p_click, p_purchase, similarity = model.score(users[rows], snapshot.item_vectors[items][:, None, :])
+    cand = cand.with_columns(
+        pl.Series(S.P_CLICK, p_click[:, 0].astype(np.float64)),
+        pl.Series(S.P_PURCHASE, p_purchase[:, 0].astype(np.float64)),
+        pl.Series("similarity", similarity[:, 0].astype(np.float64)),
+        pl.Series(S.ITEM_ID, snapshot.catalog.ids.gather(items)),
+        pl.Series("user_index", user_index[rows]),
+        pl.Series(S.USER_ID, block[S.USER_ID].gather(rows)),
+    )
+    return cand.select(S.USER_ID, S.ITEM_ID, "user_index", "item_index", *SOURCE_COLUMNS, *MODEL_COLUMNS)

@@ -1,0 +1,104 @@
+"""ONNX Runtime sessions for the three graphs, behind the same interface as the torch model.
+
+ONNX Runtime falls back to the CPU silently when CUDA libraries are missing, so the providers that
+really run are read back from each session and reported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recsys.errors import ArtifactError
+from serving.text import ItemTokenizer
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def choose_providers(device: str) -> list[str]:
+    """Providers to ask for: `cpu`, `cuda` (error if unavailable) or `auto` (CUDA when present)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in available:
+            raise ArtifactError(f"--device cuda: this onnxruntime has no CUDA provider (available: {', '.join(available)})")
+        return [CUDA, CPU]
+    if device == "auto":
+        return [CUDA, CPU] if CUDA in available and _cuda_visible() else [CPU]
+    raise ArtifactError(f"--device must be auto, cpu or cuda, found '{device}'")
+
+
+def _cuda_visible() -> bool:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia"))
+
+
+def session_options(threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared 2-core machines
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxInterestModel:
+    """`encode_items`, `user_vectors`, `score` over ONNX Runtime sessions of an export folder."""
+
+    def __init__(self, folder: str | Path, *, providers: list[str] | None = None, precision: str = "fp32", threads: int = 0, max_length: int | None = None, batch_size: int = 64):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        providers = providers or [CPU]
+        options = session_options(threads)
+        try:
+            self.sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=providers) for name in ("item_encoder", "user_encoder", "scorer")}
+        except Exception as exc:
+            raise ArtifactError(f"{folder}: ONNX graphs cannot be loaded ({str(exc).splitlines()[0]})") from None
+        self.providers = self.sessions["item_encoder"].get_providers()
+        self.provider = self.providers[0]
+        self.precision = precision
+        self.batch_size = batch_size
+        user_input = self.sessions["user_encoder"].get_inputs()[0].shape
+        self.history_length, self.dim = int(user_input[1]), int(user_input[2])
+        if max_length is None:
+            import json
+
+            cfg = folder / "serving_config.json"
+            max_length = json.loads(cfg.read_text())["max_length"] if cfg.exists() else 48
+        self.tokenizer = ItemTokenizer(folder / "tokenizer.json", max_length)
+
+    def encode_tokens(self, tokens: list[np.ndarray], progress=None) -> np.ndarray:
+        out = np.zeros((len(tokens), self.dim), dtype=np.float32)
+        session = self.sessions["item_encoder"]
+        done = 0
+        for batch in self.tokenizer.batches(tokens, self.batch_size):
+            (vectors,) = session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            out[batch.order] = vectors
+            done += len(batch.order)
+            if progress:
+                progress("encode items", done, len(tokens))
+        return out
+
+    def encode_items(self, texts: list[str], progress=None) -> np.ndarray:
+        """L2-normalised item vectors (N, D), batches sorted by token length."""
+        return self.encode_tokens(self.tokenizer.encode(texts), progress)
+
+    def user_vectors(self, history: np.ndarray, history_mask: np.ndarray) -> np.ndarray:
+        (users,) = self.sessions["user_encoder"].run(None, {"history": history.astype(np.float32, copy=False), "history_mask": history_mask.astype(np.float32, copy=False)})
+        return users
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p_click, p_purchase, similarity = self.sessions["scorer"].run(None, {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)})
+        return p_click, p_purchase, similarity
