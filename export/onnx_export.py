@@ -83,9 +83,10 @@ def _sample_inputs(model, tokenizer, texts: list[str]):
 
 
 def export_graphs(model, tokenizer, texts: list[str], folder: Path) -> None:
-    """Export the three fp32 graphs with dynamic batch (and token / candidate) axes."""
+    """Export the three fp32 graphs (dynamic batch, token and candidate axes) and the tokenizer."""
     import torch
 
+    shutil.copyfile(tokenizer.path, folder / "tokenizer.json")
     model.eval()
     inputs = _sample_inputs(model, tokenizer, texts)
     for name, module in _wrappers(model).items():
@@ -120,7 +121,10 @@ def quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    import onnx
+
+    # the fused graph holds com.microsoft operators that ONNX shape inference cannot type
+    quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     tmp.replace(path)
     for extra in path.parent.glob(f"{path.stem}*-opt.onnx"):
         extra.unlink()
@@ -139,7 +143,7 @@ def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: st
     from serving.onnx_model import OnnxInterestModel
 
     torch_model = TorchInterestModel(model, tokenizer)
-    onnx_model = OnnxInterestModel(folder, providers=["CPUExecutionProvider"], precision=precision)
+    onnx_model = OnnxInterestModel(folder, providers=["CPUExecutionProvider"], precision=precision, max_length=tokenizer.max_length)
     ref_items = torch_model.encode_items(texts)
     got_items = onnx_model.encode_items(texts)
     rng = np.random.default_rng(0)
@@ -209,7 +213,6 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
         if precision != "fp32":
             parity[precision] = check_parity(model, tokenizer, texts, tmp, precision)
         log(f"parity: {parity[precision]['item_vector_mean_cosine']:.6f} mean cosine, fp32 max abs diff {parity['fp32']['max_abs_diff']:.2e}")
-        shutil.copyfile(tokenizer.path, tmp / "tokenizer.json")
         shutil.copyfile(model_dir / "ranker.txt", tmp / "ranker.txt")
         serving_config = {
             "max_length": config.model.max_length,

@@ -37,7 +37,8 @@ class TaskConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 7
-    epochs: int = 3
+    head_epochs: int = 6  # epochs on a frozen encoder first (fast: pooled outputs are cached)
+    epochs: int = 2  # then epochs of full fine-tuning (minus model.freeze_layers)
     items_per_batch: int = 64  # distinct items encoded per step: the encoder runs once per item per batch
     exposures_per_item: int = 24  # exposures of each item sampled per epoch (caps the most popular ones)
     negatives_per_positive: int = 4  # sampled exposures per click when the log has no impressions

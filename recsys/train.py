@@ -180,32 +180,32 @@ def train_text_model(
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.train.encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.train.weight_decay)
+    total_epochs = config.train.head_epochs + config.train.epochs
+    head_epochs = config.train.head_epochs if encoder_params else total_epochs
     steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch))
-    total_steps = steps_per_epoch * config.train.epochs
+    total_steps = steps_per_epoch * total_epochs
     warmup = max(1, int(0.06 * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(1, total_steps)))
 
-    history_log: dict[str, list] = {"epoch": [], "train_loss": [], "valid_click_auc": [], "valid_purchase_auc": [], "seconds": []}
+    history_log: dict[str, list] = {"epoch": [], "phase": [], "train_loss": [], "valid_click_auc": [], "valid_purchase_auc": [], "seconds": []}
     step = 0
-    encoder_trainable = bool(encoder_params)
     bank = encode_pooled(model, tokenizer, data.item_tokens)
-    for epoch in range(config.train.epochs):
+    for epoch in range(total_epochs):
         started = time.perf_counter()
-        if epoch > 0 and encoder_trainable:
-            bank = encode_pooled(model, tokenizer, data.item_tokens)
+        # LP-FT (Kumar et al., 2022): heads first on a frozen encoder (cheap: pooled outputs come from the
+        # bank), then the whole model, so fine-tuning starts from sensible heads instead of random ones
+        fine_tune = epoch >= head_epochs and bool(encoder_params)
         model.train()
         losses = []
-        batches = _epoch_batches(data, config, rng, train_rows)
-        for batch_items, rows in batches:
-            tokens = tokenizer.pad([data.item_tokens[i] for i in batch_items])
-            if encoder_trainable:
+        for batch_items, rows in _epoch_batches(data, config, rng, train_rows):
+            if fine_tune:
+                tokens = tokenizer.pad([data.item_tokens[i] for i in batch_items])
                 pooled = model.items.pooled(torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask))
             else:
                 pooled = bank[torch.from_numpy(batch_items)]
             item_vectors = model.items.project(pooled)  # (M, D)
             local = _lookup(batch_items, data.exposure_item[rows])
-            hist = data.history[rows]  # (E, L)
-            user_vectors = _user_vectors(model, bank, hist)  # (E, D)
+            user_vectors = _user_vectors(model, bank, data.history[rows])  # (E, D)
             candidates = [local[:, None]]
             labels_click = [data.clicked[rows][:, None]]
             labels_buy = [data.purchased[rows][:, None]]
@@ -233,13 +233,16 @@ def train_text_model(
             step += 1
             if progress:
                 progress("train", step, total_steps)
-        valid = evaluate_exposures(model, tokenizer, data, valid_rows, bank=None if encoder_trainable else bank)
+        if fine_tune:
+            bank = encode_pooled(model, tokenizer, data.item_tokens)  # the encoder moved: refresh the memory bank
+        valid = evaluate_exposures(model, tokenizer, data, valid_rows, bank=bank)
         history_log["epoch"].append(epoch + 1)
+        history_log["phase"].append("fine-tune" if fine_tune else "heads")
         history_log["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         history_log["valid_click_auc"].append(valid["click_auc"])
         history_log["valid_purchase_auc"].append(valid["purchase_auc"])
         history_log["seconds"].append(round(time.perf_counter() - started, 2))
-        log(f"epoch {epoch + 1}: loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}")
+        log(f"epoch {epoch + 1} ({history_log['phase'][-1]}): loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}")
     model.eval()
     return model, tokenizer, {"data": data.summary, "curves": history_log}
 

@@ -73,12 +73,12 @@ def score(export_dir: str | Path, items_path: str | Path, events_path: str | Pat
     if k < 1:
         raise SchemaError(out, None, f"--k must be at least 1, found {k}")
     started = time.perf_counter()
+    data = load_dataset(items_path, events_path)  # bad input fails first, before any model is loaded
+    user_ids = _users_to_score(users_path, data.events)
     manifest, config, model, ranker = load_export(export_dir, device=device)
     log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
-    data = load_dataset(items_path, events_path)
     if data.report.dropped:
         log(f"dropped rows: {data.report.dropped}")
-    user_ids = _users_to_score(users_path, data.events)
     # score as of just after the last event: everything in the log is history
     last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
     cutoff = last + dt.timedelta(microseconds=1)

@@ -1,0 +1,72 @@
+"""The multi-task model: shapes, ESMM's p_purchase ≤ p_click, and learning on a learnable toy problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import Config
+from recsys.encoder import load_encoder
+from recsys.model import TextRecModel, multitask_loss
+
+
+@pytest.fixture()
+def model(tiny_encoder, tiny_config):
+    torch.manual_seed(0)
+    return TextRecModel(tiny_config.model, load_encoder(tiny_encoder))
+
+
+def test_forward_shapes(model, tiny_config):
+    d, length = tiny_config.model.dim, tiny_config.model.history_length
+    items = model.items(torch.randint(5, 300, (7, 11)), torch.ones(7, 11, dtype=torch.long))
+    assert items.shape == (7, d)
+    assert torch.allclose(items.norm(dim=-1), torch.ones(7), atol=1e-5)
+    history = torch.randn(3, length, d)
+    mask = torch.zeros(3, length, dtype=torch.bool)
+    mask[0, :2] = True  # user 1 and 2 have no history at all: the default token keeps them defined
+    out = model(history, mask, torch.randn(3, 4, d))
+    assert out.click_logit.shape == (3, 4) and out.conversion_logit.shape == (3, 4) and out.similarity.shape == (3, 4)
+    assert torch.isfinite(out.p_click).all()
+    assert (out.p_purchase <= out.p_click).all()
+
+
+def test_loss_decreases_on_a_learnable_problem(model, tiny_config):
+    """Users like items whose vector is close to their history: the scorer must learn that."""
+    cfg = tiny_config.replace(train={"retrieval_weight": 0.5})
+    torch.manual_seed(1)
+    d, length = cfg.model.dim, cfg.model.history_length
+    centers = torch.nn.functional.normalize(torch.randn(4, d), dim=-1)
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("items.encoder")], lr=3e-3)
+    losses = []
+    for step in range(150):
+        topic = torch.randint(0, 4, (64,))
+        history = torch.nn.functional.normalize(centers[topic].unsqueeze(1) + 0.3 * torch.randn(64, length, d), dim=-1)
+        cand_topic = torch.where(torch.rand(64) < 0.5, topic, torch.randint(0, 4, (64,)))
+        candidates = torch.nn.functional.normalize(centers[cand_topic] + 0.3 * torch.randn(64, d), dim=-1).unsqueeze(1)
+        clicked = (cand_topic == topic).float().unsqueeze(1)
+        purchased = clicked * (torch.rand(64, 1) < 0.5).float()
+        users = model.users(history, torch.ones(64, length, dtype=torch.bool))
+        out = model.scorer(users, candidates)
+        loss = multitask_loss(model, out, clicked, purchased, None, None, None, cfg)
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+        losses.append(float(loss.total.detach()))
+    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])
+
+
+def test_uncertainty_weighting_learns_task_weights(model, tiny_config):
+    cfg = tiny_config.replace(train={"task_weighting": "uncertainty"})
+    out = model.scorer(torch.nn.functional.normalize(torch.randn(8, cfg.model.dim), dim=-1), torch.nn.functional.normalize(torch.randn(8, 2, cfg.model.dim), dim=-1))
+    loss = multitask_loss(model, out, torch.ones(8, 2), torch.zeros(8, 2), None, None, None, cfg)
+    loss.total.backward()
+    assert model.task_log_vars["click"].grad is not None and model.task_log_vars["purchase"].grad is not None
+
+
+def test_freezing_lower_layers(model):
+    model.items.freeze_lower_layers(1)
+    layers = model.items.encoder.encoder.layer
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    assert not any(p.requires_grad for p in model.items.encoder.embeddings.parameters())

@@ -1,0 +1,32 @@
+"""The LambdaRank ranker learns an ordering that the features carry."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from recsys.config import RankerConfig
+from recsys.ranker import RELEVANCE, LambdaRanker
+from serving.ranking import RankerModel, top_k
+
+
+def test_ranker_orders_by_the_signal_and_survives_a_text_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    users, per_user = 300, 20
+    signal = rng.normal(size=users * per_user)
+    noise = rng.normal(size=users * per_user)
+    relevance = np.where(signal > 1.2, 2, np.where(signal > 0.5, 1, 0))
+    frame = pl.DataFrame({
+        "user_id": np.repeat(np.arange(users), per_user), "user_index": np.repeat(np.arange(users), per_user),
+        "item_index": np.tile(np.arange(per_user), users), "signal": signal, "noise": noise, RELEVANCE: relevance,
+        "p_click": rng.random(users * per_user),
+    })
+    ranker = LambdaRanker(RankerConfig(n_estimators=60, min_data_in_leaf=5), ["signal", "noise"]).fit(frame)
+    assert ranker.metrics_["valid_ndcg@10"] > 0.9
+    ranker.save(tmp_path / "ranker.txt")
+    loaded = RankerModel(tmp_path / "ranker.txt", ["signal", "noise"])
+    scores = loaded.predict(frame)
+    assert np.corrcoef(scores, signal)[0, 1] > 0.8
+    assert np.allclose(scores, ranker.booster_.predict(frame.select("signal", "noise").to_numpy(), num_iteration=ranker.booster_.best_iteration))
+    best = top_k(frame, scores, 3)
+    assert best.group_by("user_id").len()["len"].max() == 3

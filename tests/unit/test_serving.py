@@ -1,0 +1,89 @@
+"""Scoring with the exported model: K distinct unseen items per user, torch never imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys import schema as S
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_never_imports_torch():
+    modules = sorted(p.stem for p in (ROOT / "serving").glob("*.py") if p.stem != "__init__")
+    code = "import sys\n" + "".join(f"import serving.{m}\n" for m in modules) + "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+    assert len(modules) >= 8
+
+
+@pytest.fixture(scope="module")
+def scored(exported_model, tiny_shop, tmp_path_factory):
+    from serving.score import score
+
+    out = tmp_path_factory.mktemp("scores") / "recommendations.parquet"
+    manifest = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=10, device="cpu")
+    return out, manifest
+
+
+def test_every_user_gets_k_distinct_unseen_items(scored, tiny_shop):
+    out, manifest = scored
+    recs = pl.read_parquet(out)
+    assert recs.columns == list(S.RECOMMENDATION_COLUMNS)
+    events = pl.read_parquet(tiny_shop / "events")
+    users = events[S.USER_ID].unique()
+    assert set(recs[S.USER_ID].unique()) == set(users)
+    per_user = recs.group_by(S.USER_ID).agg(pl.len().alias("n"), pl.col(S.ITEM_ID).n_unique().alias("distinct"), pl.col(S.RANK).sort().alias("ranks"))
+    assert (per_user["n"] == 10).all() and (per_user["distinct"] == 10).all()
+    assert all(r.to_list() == list(range(1, 11)) for r in per_user["ranks"])
+    seen = events.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    assert recs.join(seen, on=[S.USER_ID, S.ITEM_ID], how="semi").height == 0
+    assert (recs[S.P_PURCHASE] <= recs[S.P_CLICK]).all()
+    assert ((recs[S.P_CLICK] > 0) & (recs[S.P_CLICK] < 1)).all()
+    # scores fall with rank
+    assert recs.sort([S.USER_ID, S.RANK]).group_by(S.USER_ID, maintain_order=True).agg((pl.col(S.SCORE).diff().drop_nulls() <= 0).all())[S.SCORE].all()
+
+
+def test_manifest_describes_the_run(scored):
+    out, manifest = scored
+    on_disk = json.loads(out.with_name("recommendations.manifest.json").read_text())
+    assert on_disk["rows"] == pl.read_parquet(out).height
+    assert on_disk["providers"] == ["CPUExecutionProvider"]
+    assert on_disk["inputs"]["events"]["files"] >= 9 and len(on_disk["inputs"]["items"]["sha256"]) == 64
+    assert {"model_version", "artifact_hashes", "k", "users", "dropped_rows", "created_at", "code_version"} <= set(on_disk)
+
+
+def test_only_listed_users_and_a_user_with_no_history(exported_model, tiny_shop, tmp_path):
+    from serving.score import score
+
+    events = pl.read_parquet(tiny_shop / "events")
+    known = events[S.USER_ID].unique().sort()[0]
+    pl.DataFrame({S.USER_ID: [known, 10_000_000]}).write_csv(tmp_path / "users.csv")
+    out = tmp_path / "recs.parquet"
+    score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=5, users_path=tmp_path / "users.csv", device="cpu")
+    recs = pl.read_parquet(out)
+    assert sorted(recs[S.USER_ID].unique().to_list()) == [known, 10_000_000]
+    assert recs.filter(pl.col(S.USER_ID) == 10_000_000).height == 5  # a new user still gets a list
+
+
+def test_scoring_refuses_a_modified_export(exported_model, tiny_shop, tmp_path):
+    import shutil
+
+    from recsys.errors import ArtifactError
+    from serving.score import score
+
+    copy = tmp_path / "export"
+    shutil.copytree(exported_model, copy)
+    path = copy / "item_encoder.onnx"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="item_encoder.onnx"):
+        score(copy, tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "out.parquet", device="cpu")
+    assert not (tmp_path / "out.parquet").exists()

@@ -1,0 +1,61 @@
+"""Training data without leakage, reproducible training, MODEL_DIR round trip."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys import schema as S
+from recsys.interactions import exposures, make_catalog
+from recsys.train import build_training_data, load_text_model, train_text_model
+from serving.text import ItemTokenizer
+
+
+def test_exposures_label_impressions_by_what_followed():
+    t = dt.datetime(2026, 1, 1, 12)
+    events = pl.DataFrame({
+        S.USER_ID: [1, 1, 1, 1, 2],
+        S.ITEM_ID: [7, 7, 7, 8, 9],
+        S.EVENT: ["impression", "click", "purchase", "impression", "click"],
+        S.TIMESTAMP: [t, t + dt.timedelta(seconds=5), t + dt.timedelta(minutes=3), t, t],
+    })
+    got = exposures(events).sort([S.USER_ID, S.ITEM_ID])
+    assert got.select(S.USER_ID, S.ITEM_ID, "clicked", "purchased").rows() == [(1, 7, 1.0, 1.0), (1, 8, 0.0, 0.0), (2, 9, 1.0, 0.0)]
+
+
+def test_training_histories_only_hold_earlier_clicks(tiny_shop, tiny_config, tiny_encoder):
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    tokenizer = ItemTokenizer(tiny_encoder / "tokenizer.json", 24)
+    data = build_training_data(events, catalog, tokenizer, tiny_config)
+    assert data.history.shape == (len(data.times), tiny_config.model.history_length)
+    clicks = catalog.index_of(events.filter(pl.col(S.EVENT) == S.CLICK)).with_columns(pl.col(S.TIMESTAMP).dt.epoch("s").alias("t"))
+    first_click = clicks.group_by("item_index").agg(pl.col("t").min())
+    first = dict(zip(first_click["item_index"].to_list(), first_click["t"].to_list()))
+    for row in np.random.default_rng(0).choice(len(data.times), 200, replace=False):
+        for item in data.history[row][data.history[row] >= 0]:
+            assert first[int(item)] < data.times[row]
+
+
+def test_training_is_reproducible(tiny_shop, tiny_config, tiny_encoder):
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    runs = [train_text_model(events, catalog, tiny_config, encoder_folder=tiny_encoder)[0] for _ in range(2)]
+    for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_model_dir_round_trip(trained_model, tiny_config):
+    model, tokenizer, config = load_text_model(trained_model)
+    assert config == tiny_config
+    manifest = json.loads((trained_model / "manifest.json").read_text())
+    assert manifest["kind"] == "recsys-model" and "text_model.safetensors" in manifest["files"]
+    assert not list(trained_model.glob("*.pt")) and not list(trained_model.glob("*.pkl"))
+    metrics = json.loads((trained_model / "metrics.json").read_text())
+    assert len(metrics["text_model"]["curves"]["train_loss"]) == tiny_config.train.head_epochs + tiny_config.train.epochs
+    window = manifest["data_window"]
+    assert window["first_event"] < window["text_model_until"] < window["ranker_until"]
