@@ -129,6 +129,27 @@ class InterestScorer(nn.Module):
         return TaskOutput(click, self.conversion(z).squeeze(-1), similarity)
 
 
+MAX_POSITION = 50
+
+
+class PositionBias(nn.Module):
+    """Click-logit shift of slate position, used in training only (PAL, Guo et al. 2019).
+
+    Position 1 is the reference (shift 0) and so is an unknown position (0): the exported model's
+    p_click is P(click | shown at the top), free of the position bias of the logged slates.
+    """
+
+    def __init__(self, max_position: int = MAX_POSITION):
+        super().__init__()
+        self.shift = nn.Embedding(max_position + 1, 1)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, position: torch.Tensor) -> torch.Tensor:
+        position = position.clamp(0, self.shift.num_embeddings - 1)
+        shift = self.shift(position).squeeze(-1) - self.shift.weight[1, 0]
+        return torch.where(position > 0, shift, torch.zeros_like(shift))
+
+
 class TextRecModel(nn.Module):
     """Item encoder + user interest + multi-task scorer."""
 
@@ -138,6 +159,7 @@ class TextRecModel(nn.Module):
         self.items = ItemEncoder(encoder, config.dim)
         self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
         self.scorer = InterestScorer(config.dim, config.dropout)
+        self.position_bias = PositionBias()
         # learned task weights (log variances, Kendall et al. 2018); used when task_weighting = "uncertainty"
         self.task_log_vars = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in (*task_names, "retrieval")})
 

@@ -62,6 +62,7 @@ class TrainingData:
     clicked: np.ndarray  # (E,)
     purchased: np.ndarray  # (E,)
     times: np.ndarray  # (E,) seconds
+    position: np.ndarray  # (E,) slate position, 0 = unknown
     sample_negatives: bool
     summary: dict = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ def build_training_data(events: pl.DataFrame, catalog: Catalog, tokenizer: ItemT
         clicked=exp["clicked"].to_numpy().astype(np.float32),
         purchased=exp["purchased"].to_numpy().astype(np.float32),
         times=times,
+        position=exp[S.POSITION].fill_null(0).clip(0, None).to_numpy().astype(np.int64),
         sample_negatives=sample_negatives,
     )
     data.summary = {
@@ -218,6 +220,9 @@ def train_text_model(
                 labels_buy.append(np.zeros((len(rows), k), np.float32))
             cand = torch.from_numpy(np.concatenate(candidates, 1))  # (E, 1+k)
             out = model.scorer(user_vectors, item_vectors[cand])
+            shift = torch.zeros(out.click_logit.shape)
+            shift[:, 0] = model.position_bias(torch.from_numpy(data.position[rows]))
+            out.click_logit = out.click_logit + shift  # the shown slot's position explains part of the click
             positive = torch.from_numpy(np.where(data.clicked[rows] > 0, local, -1))
             loss = multitask_loss(
                 model, out,

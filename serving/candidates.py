@@ -14,7 +14,7 @@ import polars as pl
 
 import features
 from recsys import schema as S
-from features.covisitation import NEIGHBOR_ID
+from features.neighbors import NEIGHBOR_ID
 from recsys.config import CandidateConfig
 from serving.catalog import Catalog
 from serving.history import ClickLog
