@@ -80,37 +80,18 @@ def evaluate_pipeline(items_path, events_path, out_dir, config: Config, *, test_
     export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
     timings["export_s"] = round(time.perf_counter() - tic, 2)
 
-    events = data.events.collect()
-    labels = relevance_labels(events, start=cutoff, end=end)
-    seen = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
-    relevant = labels.join(seen, on=[S.USER_ID, S.ITEM_ID], how="anti")
-    users = relevant.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
-    if users.len() == 0:
-        raise RecsysError(f"{events_path}: no user clicks a new item after the cutoff {cutoff}; nothing to evaluate")
-
     tic = time.perf_counter()
-    _, serving_config, model, ranker = load_export(artifacts / "export", device=device)
-    catalog = make_catalog(data.items)
-    vectors = model.encode_items(item_texts(catalog.items), progress=progress)
-    stage_times: dict = {}
-    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=max(KS), candidates=config.candidates, history_length=serving_config["history_length"], item_vectors=vectors, progress=progress, timings=stage_times)
+    evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
     timings["score_s"] = round(time.perf_counter() - tic, 2)
-    recs.write_parquet(artifacts / "test_recommendations.parquet")
-
-    snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)
-    systems = {
-        "text model + ranker": recs,
-        "popularity": popularity_baseline(data.events, users, cutoff=cutoff, k=max(KS), days=config.candidates.popularity_days),
-    }
-    results = {}
-    for name, frame in systems.items():
-        metrics = ranking_metrics(frame, relevant.rename({RELEVANCE: "relevance"}), ks=KS)
-        metrics["coverage@20"] = catalog_coverage(frame, len(catalog), k=20)
-        results[name] = metrics
-    aucs = exposure_aucs(model, snapshot, events, cutoff=cutoff, end=end, history_length=serving_config["history_length"])
-    results["text model + ranker"].update({k: v for k, v in aucs.items() if k.startswith("auc")})
-    pop_auc = _popularity_auc(events, cutoff=cutoff, end=end, days=config.candidates.popularity_days)
-    results["popularity"].update(pop_auc)
+    evaluation["recommendations"].write_parquet(artifacts / "test_recommendations.parquet")
+    users = evaluation["users"]
+    model = evaluation["model"]
+    results = {"text model + ranker": evaluation["metrics"]}
+    popular = popularity_baseline(data.events, users, cutoff=cutoff, k=max(KS), days=config.candidates.popularity_days)
+    results["popularity"] = ranking_metrics(popular, evaluation["relevant"], ks=KS) | {"coverage@20": catalog_coverage(popular, evaluation["catalog_size"], k=20)}
+    results["popularity"].update(_popularity_auc(evaluation["events"], cutoff=cutoff, end=end, days=config.candidates.popularity_days))
+    stage_times = evaluation["timings"]
+    aucs = evaluation["aucs"]
     report = {
         "cutoff": cutoff.isoformat(),
         "test_days": round((end - cutoff).total_seconds() / 86400, 3),
@@ -126,6 +107,38 @@ def evaluate_pipeline(items_path, events_path, out_dir, config: Config, *, test_
     write_json(out_dir / "metrics.json", report)
     (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
     return report
+
+
+def heldout_relevance(events: pl.DataFrame, *, cutoff: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    """Graded relevance of the test period, minus items each user had engaged with before the cutoff."""
+    labels = relevance_labels(events, start=cutoff, end=end)
+    seen = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    return labels.join(seen, on=[S.USER_ID, S.ITEM_ID], how="anti")
+
+
+def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: dt.datetime, config: Config, device: str = "auto", progress=None) -> dict:
+    """Recommend with an exported model as of `cutoff` and judge it on [cutoff, end).
+
+    The one place that turns an EXPORT_DIR into test metrics: `recsys evaluate`, the demo and the
+    retrain gate all call it. Returns metrics (ranking metrics, coverage, exposure AUCs) and the
+    intermediate frames.
+    """
+    events = data.events.collect()
+    relevant = heldout_relevance(events, cutoff=cutoff, end=end)
+    users = relevant.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
+    if users.len() == 0:
+        raise RecsysError(f"no user clicks a new item between {cutoff} and {end}; nothing to evaluate")
+    _, serving_config, model, ranker = load_export(export_dir, device=device)
+    catalog = make_catalog(data.items)
+    vectors = model.encode_items(item_texts(catalog.items), progress=progress)
+    timings: dict = {}
+    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=max(KS), candidates=config.candidates, history_length=serving_config["history_length"], item_vectors=vectors, progress=progress, timings=timings)
+    snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)
+    metrics = ranking_metrics(recs, relevant, ks=KS)
+    metrics["coverage@20"] = catalog_coverage(recs, len(catalog), k=20)
+    aucs = exposure_aucs(model, snapshot, events, cutoff=cutoff, end=end, history_length=serving_config["history_length"])
+    metrics.update({k: v for k, v in aucs.items() if k.startswith("auc")})
+    return {"metrics": metrics, "aucs": aucs, "recommendations": recs, "relevant": relevant, "users": users, "events": events, "model": model, "catalog_size": len(catalog), "timings": timings}
 
 
 def _popularity_auc(events: pl.DataFrame, *, cutoff, end, days) -> dict[str, float]:
