@@ -32,17 +32,18 @@ class LambdaRanker:
         """`frame`: one row per (user, candidate) with the features and a `relevance` column."""
         import lightgbm as lgb
 
-        frame = frame.filter(pl.col(RELEVANCE).max().over("user_index") > 0).sort(["user_index", "item_index"])
-        users = frame["user_index"].unique().sort().to_numpy()
+        # group by user_id: user_index is -1 for every user without a past, so it does not identify a query
+        frame = frame.filter(pl.col(RELEVANCE).max().over(S.USER_ID) > 0).sort([S.USER_ID, "item_index"])
+        users = frame[S.USER_ID].unique().sort().to_numpy()
         if len(users) < 2:
             raise RecsysError("the ranker window has fewer than two users with a click among their candidates: nothing to rank (widen windows.ranker_days)")
         rng = np.random.default_rng(self.config.seed)
         valid_users = rng.choice(users, max(1, int(len(users) * self.config.valid_fraction)), replace=False)
-        is_valid = frame["user_index"].is_in(valid_users.tolist()).to_numpy()
+        is_valid = frame[S.USER_ID].is_in(pl.Series(valid_users).implode()).to_numpy()
 
         def dataset(mask: np.ndarray, reference=None):
             part = frame.filter(pl.Series(mask))
-            groups = part.group_by("user_index", maintain_order=True).len()["len"].to_numpy()
+            groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
             return lgb.Dataset(feature_matrix(part, self.feature_names), label=part[RELEVANCE].to_numpy(), group=groups, feature_name=self.feature_names, reference=reference, free_raw_data=False)
 
         train = dataset(~is_valid)

@@ -57,7 +57,7 @@ def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:
     """The best `k` candidates per user by ranker score; ties broken by p_click, then item index."""
     ranked = (
         frame.with_columns(pl.Series(S.SCORE, scores.astype(np.float64)))
-        .sort(["user_index", S.SCORE, S.P_CLICK, "item_index"], descending=[False, True, True, False])
+        .sort([S.USER_ID, S.SCORE, S.P_CLICK, "item_index"], descending=[False, True, True, False])
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK))
         .filter(pl.col(S.RANK) <= k)
     )

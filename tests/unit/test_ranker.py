@@ -30,3 +30,16 @@ def test_ranker_orders_by_the_signal_and_survives_a_text_round_trip(tmp_path):
     assert np.allclose(scores, ranker.booster_.predict(frame.select("signal", "noise").to_numpy(), num_iteration=ranker.booster_.best_iteration))
     best = top_k(frame, scores, 3)
     assert best.group_by("user_id").len()["len"].max() == 3
+
+
+def test_users_without_a_past_are_separate_queries():
+    """Every user new at the cutoff has user_index -1; each must still be a query of its own."""
+    rng = np.random.default_rng(1)
+    users, per_user = 600, 20  # 12,000 rows: one merged group would exceed LightGBM's 10,000-row query limit
+    signal = rng.normal(size=users * per_user)
+    frame = pl.DataFrame({
+        "user_id": np.repeat(np.arange(users), per_user), "user_index": np.full(users * per_user, -1),
+        "item_index": np.tile(np.arange(per_user), users), "signal": signal, RELEVANCE: (signal > 1).astype(int),
+    })
+    ranker = LambdaRanker(RankerConfig(n_estimators=20, min_data_in_leaf=5), ["signal"]).fit(frame)
+    assert ranker.metrics_["train_users"] + ranker.metrics_["valid_users"] == frame.filter(pl.col(RELEVANCE).max().over("user_id") > 0)["user_id"].n_unique()
