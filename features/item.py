@@ -21,6 +21,16 @@ from features._common import (
 )
 
 ITEM_WINDOWS: dict[str, float | None] = {"1d": 1, "7d": 7, "all": None}
+ITEM_COUNT_COLUMNS: tuple[str, ...] = tuple(f"item_{name}_{label}" for name in EVENT_NAMES.values() for label in ITEM_WINDOWS)
+ITEM_FEATURE_COLUMNS: tuple[str, ...] = (
+    *ITEM_COUNT_COLUMNS,
+    "item_ctr",
+    "item_purchase_rate",
+    "item_age_days",
+    "item_days_since_last_click",
+    "item_price",
+    "item_category_clicks_7d",
+)
 CATEGORY_POPULARITY_DAYS = 7
 
 POPULARITY = "popularity"
@@ -47,7 +57,7 @@ def item_features(events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime
     """
     past = events_before(events, cutoff=cutoff)
     catalog = catalog_at(items, cutoff=cutoff).with_columns(pl.col(S.CATEGORY).fill_null(S.UNKNOWN))
-    counts = [f"item_{name}_{label}" for name in EVENT_NAMES.values() for label in ITEM_WINDOWS]
+    counts = list(ITEM_COUNT_COLUMNS)
     activity = past.group_by(S.ITEM_ID).agg(
         *window_counts("item", ITEM_WINDOWS, cutoff=cutoff),
         pl.col(S.TIMESTAMP).min().alias("_first_event"),
@@ -70,16 +80,7 @@ def item_features(events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime
             days_before(pl.col("_last_click"), cutoff=cutoff).alias("item_days_since_last_click"),
             pl.col(S.PRICE).cast(pl.Float64).alias("item_price"),
         )
-        .select(
-            S.ITEM_ID,
-            *counts,
-            "item_ctr",
-            "item_purchase_rate",
-            "item_age_days",
-            "item_days_since_last_click",
-            "item_price",
-            "item_category_clicks_7d",
-        )
+        .select(S.ITEM_ID, *ITEM_FEATURE_COLUMNS)
     )
 
 

@@ -13,7 +13,7 @@ from features._common import EVENT_NAMES, events_before, is_engagement
 from features.affinity import USER_WEIGHT, WEIGHT, AffinityParts, affinity_parts, smoothed_affinity
 from features.neighbors import NEIGHBOR_ID, covisitation
 from features.neighbors import WEIGHT as COVISIT_WEIGHT
-from features.item import ITEM_WINDOWS, item_categories, item_features
+from features.item import ITEM_FEATURE_COLUMNS, item_categories, item_features
 from features.user import HISTORY, USER_WINDOWS, last_clicked_items, user_features
 
 # How many of the user's latest clicked items vote for a candidate through their co-visitation neighbours.
@@ -26,15 +26,6 @@ USER_FEATURE_COLUMNS: tuple[str, ...] = (
     "user_days_since_last_event",
     "user_days_since_last_click",
     "user_distinct_items_clicked",
-)
-ITEM_FEATURE_COLUMNS: tuple[str, ...] = (
-    *(f"item_{name}_{label}" for name in EVENT_NAMES.values() for label in ITEM_WINDOWS),
-    "item_ctr",
-    "item_purchase_rate",
-    "item_age_days",
-    "item_days_since_last_click",
-    "item_price",
-    "item_category_clicks_7d",
 )
 AFFINITY_FEATURE_COLUMNS: tuple[str, ...] = (
     "affinity_category",

@@ -519,3 +519,33 @@ def test_features_import_no_other_recsys_module_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_precomputed_tables_join_like_pair_features():
+    """Streaming scoring computes the aggregates once and joins per chunk: same result as pair_features."""
+    import datetime as _dt
+
+    import numpy as _np
+
+    import features as F
+
+    rng = _np.random.default_rng(3)
+    n = 3000
+    start = _dt.datetime(2026, 1, 1)
+    events = pl.DataFrame({
+        S.USER_ID: rng.integers(0, 80, n), S.ITEM_ID: rng.integers(0, 60, n),
+        S.EVENT: rng.choice(["impression", "click", "purchase"], n, p=[0.7, 0.25, 0.05]),
+        S.TIMESTAMP: [start + _dt.timedelta(minutes=int(m)) for m in rng.integers(0, 20 * 1440, n)],
+        S.SESSION_ID: rng.integers(0, 400, n).astype(str), S.POSITION: rng.integers(1, 10, n).astype(_np.int32),
+    }).lazy()
+    items = pl.DataFrame({
+        S.ITEM_ID: _np.arange(60), S.TITLE: ["t"] * 60, S.DESCRIPTION: [""] * 60,
+        S.CATEGORY: [f"c{i % 7}" for i in range(60)], S.DOMAIN: [f"d{i % 3}" for i in range(60)],
+        S.PRICE: rng.random(60) * 50, S.CREATED_AT: [start - _dt.timedelta(days=1)] * 60,
+    }).lazy()
+    cutoff = start + _dt.timedelta(days=15)
+    pairs = pl.DataFrame({S.USER_ID: rng.integers(0, 90, 500), S.ITEM_ID: rng.integers(0, 60, 500), "extra": _np.arange(500)}).lazy()
+    expected = F.pair_features(pairs, events, items, cutoff=cutoff).collect()
+    tables = F.feature_tables(events, items, cutoff=cutoff).collect()
+    chunks = [F.join_features(pairs.slice(i, 100), tables).collect() for i in range(0, 500, 100)]
+    assert_frame_equal(pl.concat(chunks), expected)
