@@ -47,6 +47,7 @@ def _log(message: str) -> None:
 ItemsOpt = typer.Option(..., "--items", help="Items file (Parquet or CSV): item_id, title[, description, category, domain, price, created_at].")
 EventsOpt = typer.Option(..., "--events", help="Events file or directory of daily files: user_id, item_id, event, timestamp.")
 ConfigOpt = typer.Option(None, "--config", help="TOML config; defaults are used for what it does not set.")
+RegistryOpt = typer.Option(None, "--registry", help="Model registry folder (versions/, registry.json); created if missing.")
 
 
 @app.command()
@@ -70,15 +71,30 @@ def generate(
 def train(
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
-    out_dir: Path = typer.Option(..., "--out", help="MODEL_DIR to write (replaced atomically)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="MODEL_DIR to write (replaced atomically); optional with --registry."),
     config: Optional[Path] = ConfigOpt,
+    registry: Optional[Path] = RegistryOpt,
 ):
-    """Fine-tune the multi-task text model, then the LightGBM ranker on the window after it."""
+    """Fine-tune the multi-task text model, then the LightGBM ranker on the window after it.
+
+    With --registry, the model is also exported and added as a new version (the champion if it is the first).
+    """
     from recsys.config import load_config
-    from recsys.pipeline import train_pipeline
     from recsys.progress import progress_bars
 
     cfg = load_config(config)
+    if registry is not None:
+        from recsys.retrain import train_and_register
+
+        with progress_bars() as bar:
+            result = train_and_register(items, events, cfg, registry=registry, out_dir=out_dir, progress=bar, log=_log)
+        manifest = result["manifest"]
+        out.print(f"model {manifest['model_version']} registered as {result['version']} in {registry} (champion: {result['champion']}; ranker valid NDCG@10 {manifest['metrics']['ranker_valid_ndcg@10']:.4f})")
+        return
+    if out_dir is None:
+        raise typer.BadParameter("give --out MODEL_DIR, --registry DIR, or both", param_hint="--out")
+    from recsys.pipeline import train_pipeline
+
     with progress_bars() as bar:
         manifest = train_pipeline(items, events, out_dir, cfg, progress=bar, log=_log)
     out.print(f"model {manifest['model_version']} written to {out_dir} (ranker valid NDCG@10 {manifest['metrics']['ranker_valid_ndcg@10']:.4f})")
@@ -87,21 +103,46 @@ def train(
 @app.command()
 @guarded
 def retrain(
-    model: Path = typer.Option(..., "--model", help="Existing MODEL_DIR to warm-start from."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The champion MODEL_DIR: warm start and the model to beat (optional with a --registry that has a champion)."),
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
-    out_dir: Path = typer.Option(..., "--out", help="MODEL_DIR to write (may be the same as --model; replaced atomically)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML config; default: the model's own config."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="MODEL_DIR written only if the challenger is promoted (may be --model; replaced atomically); optional with --registry."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config; default: the warm-start model's own config."),
+    registry: Optional[Path] = RegistryOpt,
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Promote unless the challenger's NDCG@10 is more than this below the champion's (default: retrain.tolerance)."),
+    test_days: Optional[float] = typer.Option(None, "--test-days", help="Newest days held out to compare the two (default: retrain.test_days)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (scoring the held-out days)."),
 ):
-    """Retrain on fresh logs, warm-starting the text model from an existing model."""
-    from recsys.config import load_config
-    from recsys.pipeline import train_pipeline
-    from recsys.progress import progress_bars
+    """Gated retrain: train a challenger on fresh logs, compare it with the champion on the newest days, promote it only if it is no worse.
 
-    cfg = load_config(config or (model / "config.toml"))
+    Exit code 10 when the challenger is rejected (the champion is kept and nothing is written to --out).
+    """
+    from recsys.config import load_config
+    from recsys.progress import progress_bars
+    from recsys.retrain import gated_retrain
+
+    cfg = None
+    if config is not None or tolerance is not None or test_days is not None:
+        cfg = load_config(config or _champion_config(model, registry))
+        overrides = {k: v for k, v in (("tolerance", tolerance), ("test_days", test_days)) if v is not None}
+        cfg = cfg.replace(retrain=overrides) if overrides else cfg
     with progress_bars() as bar:
-        manifest = train_pipeline(items, events, out_dir, cfg, warm_start=model, progress=bar, log=_log)
-    out.print(f"model {manifest['model_version']} written to {out_dir}")
+        gate = gated_retrain(items, events, model_dir=model, out_dir=out_dir, registry=registry, config=cfg, device=device, progress=bar, log=_log)
+    targets = [f"{registry} (champion {gate['version']})"] if gate["version"] else []
+    targets += [str(out_dir)] if out_dir is not None else []
+    out.print(f"challenger promoted: {gate['reason']}; written to {', '.join(targets)}")
+
+
+def _champion_config(model: Optional[Path], registry: Optional[Path]) -> Path:
+    if model is not None:
+        return model / "config.toml"
+    if registry is not None:
+        from recsys.registry import Registry
+
+        reg = Registry(registry)
+        if reg.champion is not None:
+            return reg.model_dir(reg.champion) / "config.toml"
+    raise typer.BadParameter("give --model, or a --registry that has a champion", param_hint="--model")
 
 
 @app.command()
@@ -122,7 +163,7 @@ def export(
 @app.command()
 @guarded
 def score(
-    model: Path = typer.Option(..., "--model", help="EXPORT_DIR written by `recsys export`."),
+    model: Path = typer.Option(..., "--model", help="EXPORT_DIR written by `recsys export`, or a model registry (its champion is used), or one of its versions."),
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
     out_file: Path = typer.Option(..., "--out", help="recommendations.parquet to write (and <name>.manifest.json)."),
@@ -131,13 +172,16 @@ def score(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Item-vector cache: only new or changed items are encoded (default: $RECSYS_CACHE_DIR or ~/.cache/recsys)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Encode every item, touch no cache."),
-    chunk_users: int = typer.Option(20_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."),
+    chunk_users: int = typer.Option(2_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
     from recsys.progress import progress_bars
     from serving.score import default_cache_dir
     from serving.score import score as run_score
 
+    from recsys.registry import resolve_export_dir
+
+    model = resolve_export_dir(model, log=_log)
     cache = None if no_cache else (cache_dir or default_cache_dir())
     with progress_bars() as bar:
         manifest = run_score(model, items, events, out_file, k=k, users_path=users, device=device, cache_dir=cache, chunk_users=chunk_users, progress=bar, log=_log)
@@ -149,32 +193,39 @@ def score(
 def evaluate(
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
-    out_dir: Path = typer.Option(..., "--out", help="REPORT_DIR for report.md, metrics.json and the artifacts."),
-    test_days: float = typer.Option(3, "--test-days", help="Hold out the last N days."),
+    out_dir: Path = typer.Option(..., "--out", help="REPORT_DIR for report.md, metrics.json, plots/ and the artifacts."),
+    test_days: Optional[float] = typer.Option(None, "--test-days", help="Length of the test period in days (default 3: the last 3 days; with --cutoff: the days after it, else until the end of the log)."),
+    cutoff: Optional[str] = typer.Option(None, "--cutoff", help="Start of the test period (ISO date/time in UTC, or epoch seconds); default: the last --test-days days."),
     config: Optional[Path] = ConfigOpt,
     precision: str = typer.Option("fp32", help="Export precision used for scoring."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (scoring)."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also retrain with one design option flipped at a time (click-only, frozen encoder, MLM pretraining) and with one domain held out (zero-shot transfer); each costs about one more training run."),
+    holdout_domain: Optional[str] = typer.Option(None, "--holdout-domain", help="Domain held out for the cross-domain run of --ablations (default: the one with the most test users)."),
 ):
-    """Train on all but the last N days, recommend as of that cutoff, report metrics against popularity."""
+    """Train on the events before a cutoff, test on the next period: every system, baseline, slice and plot in REPORT_DIR."""
     from recsys.config import load_config
     from recsys.evaluate import evaluate_pipeline
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        report = evaluate_pipeline(items, events, out_dir, load_config(config), test_days=test_days, precision=precision, progress=bar, log=_log)
+        report = evaluate_pipeline(items, events, out_dir, load_config(config), test_days=test_days, cutoff=cutoff, precision=precision, device=device, ablations=ablations, holdout_domain=holdout_domain, progress=bar, log=_log)
     _print_headline(report)
     out.print(f"report: {out_dir / 'report.md'}")
 
 
 def _print_headline(report: dict) -> None:
-    from recsys.evaluate import HEADLINE, headline_rows
+    from recsys.evaluate import headline_columns, headline_rows
 
-    table = Table(title=f"{report['queries']} users, last {report['test_days']:g} days held out")
+    table = Table(title=f"{report['queries']} users, {report['test_days']:g} days after {report['cutoff'][:16].replace('T', ' ')} held out")
     table.add_column("system")
-    for _, label in HEADLINE:
+    for _, label in headline_columns(report):
         table.add_column(label, justify="right")
     for row in headline_rows(report):
         table.add_row(*row)
     out.print(table)
+    missed = [t["target"] for t in report.get("targets", []) if not t["met"]]
+    if missed:
+        out.print(f"targets missed ({len(missed)} of {len(report['targets'])}): " + "; ".join(missed), highlight=False)
 
 
 @app.command()
@@ -199,6 +250,56 @@ def demo(
         manifest = run_score(export_dir, data / "items.parquet", data / "events", workdir / "recommendations.parquet", k=20, progress=bar, log=_log)
     _print_headline(report)
     out.print(f"recommendations: {workdir / 'recommendations.parquet'} ({manifest['users']} users × {manifest['k']}); report: {workdir / 'report' / 'report.md'}")
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list versions, promote one, roll back the champion.")
+app.add_typer(models_app, name="models")
+RegistryArg = typer.Option(..., "--registry", help="Model registry folder (written by `recsys train --registry`).")
+
+
+@models_app.command("list")
+@guarded
+def models_list(registry: Path = RegistryArg, as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON.")):
+    """Every version, oldest first: status, model hash, data window, metrics of training and of the gate."""
+    import json
+
+    from recsys.registry import Registry
+
+    rows = Registry(registry).list()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{registry}: {len(rows)} version(s)")
+    for column in ("version", "status", "model", "created (UTC)", "by", "data until", "ranker NDCG@10", "gate NDCG@10 (champion)"):
+        table.add_column(column)
+    for row in rows:
+        gate = "–" if row["gate_ndcg@10"] is None else f"{row['gate_ndcg@10']:.4f} ({_maybe(row['gate_champion_ndcg@10'])})"
+        table.add_row(row["version"], row["status"], (row["model_version"] or "")[:12], (row["created_at"] or "")[:16].replace("T", " "), row["created_by"] or "", (row["data_until"] or "")[:16].replace("T", " "), _maybe(row["ranker_valid_ndcg@10"]), gate)
+    out.print(table)
+
+
+def _maybe(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+@models_app.command("promote")
+@guarded
+def models_promote(version: str = typer.Argument(..., help="Version to make the champion, e.g. v0003."), registry: Path = RegistryArg):
+    """Make VERSION the champion (its files are verified first); `recsys score --model REGISTRY` then uses it."""
+    from recsys.registry import Registry
+
+    entry = Registry(registry).promote(version)
+    out.print(f"{version} is the champion of {registry} (was {entry['previous']})")
+
+
+@models_app.command("rollback")
+@guarded
+def models_rollback(registry: Path = RegistryArg):
+    """Make the previous champion the champion again (its files are verified first)."""
+    from recsys.registry import Registry
+
+    entry = Registry(registry).rollback()
+    out.print(f"rolled back {registry}: {entry['to']} is the champion again (was {entry['version']})")
 
 
 def main() -> None:  # pragma: no cover

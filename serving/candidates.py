@@ -119,17 +119,27 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     user_index = block["user_index"].to_numpy()
     users, history = user_vectors(model, snapshot, user_index, history_length)
     n_items = len(snapshot.catalog)
-    blocked = np.zeros((len(user_index), n_items), dtype=bool)
-    blocked[:, ~snapshot.available] = True
-    if config.exclude_seen:
-        rows, cols = _seen_lists(snapshot, user_index)
-        blocked[rows, cols] = True
+    seen_rows, seen_cols = _seen_lists(snapshot, user_index) if config.exclude_seen else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    unavailable = np.flatnonzero(~snapshot.available)
+    # sparse (row, item) exclusions: a dense (B, N) mask costs more than the matrix product at 50k items
+    seen_keys = np.unique(seen_rows * n_items + seen_cols)
+
+    def allowed(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        keys = rows * n_items + cols
+        ok = snapshot.available[cols]
+        if len(seen_keys):
+            pos = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
+            ok &= seen_keys[pos] != keys
+        return ok
+
     frames = []
     # 1. the text model's nearest items to the user's interest
     k = min(config.text, n_items)
     if k > 0:
         sims = users @ snapshot.item_vectors.T  # (B, N)
-        sims[blocked] = -np.inf
+        if len(unavailable):
+            sims[:, unavailable] = -np.inf
+        sims[seen_rows, seen_cols] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (len(user_index), 1))
         top_sims = np.take_along_axis(sims, top, 1)
         order = np.lexsort((top, -top_sims), axis=1)
@@ -145,7 +155,7 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
             .group_by("row", "neighbor_index").agg(pl.col("weight").sum().alias("cand_covisit_weight"))
             .rename({"neighbor_index": "item_index"})
         )
-        co = co.filter(~pl.Series(blocked[co["row"].to_numpy(), co["item_index"].to_numpy()]))
+        co = co.filter(pl.Series(allowed(co["row"].to_numpy(), co["item_index"].to_numpy())))
         co = co.sort(["row", "cand_covisit_weight", "item_index"], descending=[False, True, False]).group_by("row", maintain_order=True).head(config.covisit)
         frames.append(co)
     # 3. recent popularity (what a user with no history mostly gets)
@@ -153,11 +163,15 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         pop = snapshot.popular[: config.popular]
         rows = np.repeat(np.arange(len(user_index)), len(pop))
         cols = np.tile(pop, len(user_index))
-        keep = ~blocked[rows, cols]
+        keep = allowed(rows, cols)
         frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_popular_rank": np.tile(np.arange(1, len(pop) + 1), len(user_index))[keep].astype(np.int32)}))
     if not frames:
         return pl.DataFrame()
-    cand = pl.concat(frames, how="diagonal_relaxed").group_by("row", "item_index").agg(
+    cand = pl.concat(frames, how="diagonal_relaxed")
+    # a source switched off in the config (e.g. candidates.covisit = 0) adds no column of its own
+    sources = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32}
+    cand = cand.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in sources.items() if name not in cand.columns)
+    cand = cand.group_by("row", "item_index").agg(
         pl.col("cand_text_rank").min(), pl.col("cand_covisit_weight").max(), pl.col("cand_popular_rank").min()
     )
     cand = cand.with_columns(

@@ -34,7 +34,7 @@ from serving.onnx_model import OnnxInterestModel, choose_providers
 from serving.ranking import RankerModel, top_k
 from serving.text import item_texts
 
-CHUNK_USERS = 20_000
+CHUNK_USERS = 2_000  # ~400k candidate rows × ~55 features per chunk: a few hundred MB
 
 
 def default_cache_dir() -> Path:
@@ -132,8 +132,8 @@ def score(
     user_ids = _users_to_score(users_path, data.events)
     manifest, config, model, ranker = load_export(export_dir, device=device)
     log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
-    if data.report.dropped:
-        log(f"dropped rows: {data.report.dropped}")
+    for warning in data.report.warnings:  # one line per reason, with counts and examples
+        log(f"warning: {warning}")
     last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
     cutoff = last + dt.timedelta(microseconds=1)  # score as of just after the last event
     inputs = {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})}
@@ -194,6 +194,7 @@ def score(
         "users": users,
         "users_requested": int(user_ids.len()),
         "dropped_rows": data.report.dropped,
+        "repaired_rows": data.report.repaired,
         "cutoff": cutoff.isoformat(),
         "providers": model.providers,
         "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
