@@ -37,8 +37,8 @@ class TaskConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 7
-    head_epochs: int = 6  # epochs on a frozen encoder first (fast: pooled outputs are cached)
-    epochs: int = 2  # then epochs of full fine-tuning (minus model.freeze_layers)
+    head_epochs: int = 16  # epochs on a frozen encoder first (fast: pooled outputs are cached)
+    epochs: int = 1  # then epochs of full fine-tuning (minus model.freeze_layers)
     items_per_batch: int = 64  # distinct items encoded per step: the encoder runs once per item per batch
     exposures_per_item: int = 24  # exposures of each item sampled per epoch (caps the most popular ones)
     negatives_per_positive: int = 4  # sampled exposures per click when the log has no impressions
@@ -78,6 +78,13 @@ class WindowConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    test_days: float = 1.0  # newest days held out from the challenger, on which it and the champion are compared
+    tolerance: float = 0.01  # promote unless the challenger's NDCG@10 is more than this below the champion's
+    precision: str = "fp32"  # export precision of the models compared and registered
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: tuple[TaskConfig, ...] = (TaskConfig("click", 1.0), TaskConfig("purchase", 1.0))
@@ -85,6 +92,7 @@ class Config:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -135,7 +143,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    sections = {"model": ModelConfig, "train": TrainConfig, "ranker": RankerConfig, "candidates": CandidateConfig, "windows": WindowConfig}
+    sections = {"model": ModelConfig, "train": TrainConfig, "ranker": RankerConfig, "candidates": CandidateConfig, "windows": WindowConfig, "retrain": RetrainConfig}
     for key in data:
         if key not in sections and key != "tasks":
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join([*sections, 'tasks'])})")
@@ -159,6 +167,10 @@ def _check(cfg: Config) -> None:
     for name, value in (("model.max_length", cfg.model.max_length), ("model.dim", cfg.model.dim), ("model.history_length", cfg.model.history_length), ("train.epochs", cfg.train.epochs + 1)):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive, found {value}")
+    if cfg.retrain.test_days <= 0 or cfg.retrain.tolerance < 0:
+        raise ConfigError(f"retrain: test_days must be positive and tolerance not negative, found {cfg.retrain.test_days} and {cfg.retrain.tolerance}")
+    if cfg.retrain.precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"retrain.precision: expected 'fp32', 'fp16' or 'int8', found {cfg.retrain.precision!r}")
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"model.dim ({cfg.model.dim}) must be divisible by model.heads ({cfg.model.heads})")
 
