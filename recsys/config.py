@@ -68,6 +68,7 @@ class CandidateConfig:
     text: int = 100  # nearest items to the user's interest vector
     covisit: int = 50  # items co-visited with the user's recent items
     popular: int = 50  # most popular recent items (also what a user without history gets)
+    new: int = 30  # the newest items of the catalog (cold-start items get a chance on day one)
     popularity_days: int = 7
     exclude_seen: bool = True  # never recommend an item the user already clicked or bought
 

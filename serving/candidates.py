@@ -19,7 +19,7 @@ from recsys.config import CandidateConfig
 from serving.catalog import Catalog
 from serving.history import ClickLog
 
-SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_sources")
+SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_new_rank", "cand_sources")
 MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
 USER_BLOCK = 1024  # users per block of the retrieval matrix product
 
@@ -37,6 +37,7 @@ class Snapshot:
     log: ClickLog
     seen: pl.DataFrame  # user_index, item_index: clicked or bought before the cutoff
     popular: np.ndarray  # item indices, most popular first
+    newest: np.ndarray  # item indices of the latest arrivals, newest first
     covisit: pl.DataFrame  # item_index, neighbor_index, weight
     available: np.ndarray  # (N,) bool: items that exist at the cutoff
 
@@ -69,9 +70,19 @@ def build_snapshot(catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFr
         log=log,
         seen=seen,
         popular=popular["item_index"].to_numpy(),
+        newest=_newest(catalog, cutoff, config.new),
         covisit=covisit.select("item_index", "neighbor_index", pl.col("weight").cast(pl.Float32)),
         available=catalog.available_at(cutoff),
     )
+
+
+def _newest(catalog: Catalog, cutoff: datetime, n: int) -> np.ndarray:
+    """The `n` most recently created items that exist at the cutoff (ties: higher index first)."""
+    created = catalog.items[S.CREATED_AT]
+    if n <= 0 or created.null_count() == len(created):
+        return np.zeros(0, dtype=np.int64)
+    frame = pl.DataFrame({"item_index": np.arange(len(catalog)), "created": created}).filter(pl.col("created").is_not_null() & (pl.col("created") < cutoff))
+    return frame.sort(["created", "item_index"], descending=True).head(n)["item_index"].to_numpy()
 
 
 def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,18 +176,22 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         cols = np.tile(pop, len(user_index))
         keep = allowed(rows, cols)
         frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_popular_rank": np.tile(np.arange(1, len(pop) + 1), len(user_index))[keep].astype(np.int32)}))
+    # 4. new arrivals: a catalog's freshest items, which no behaviour has surfaced yet
+    if len(snapshot.newest):
+        rows = np.repeat(np.arange(len(user_index)), len(snapshot.newest))
+        cols = np.tile(snapshot.newest, len(user_index))
+        keep = allowed(rows, cols)
+        frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_new_rank": np.tile(np.arange(1, len(snapshot.newest) + 1), len(user_index))[keep].astype(np.int32)}))
     if not frames:
         return pl.DataFrame()
     cand = pl.concat(frames, how="diagonal_relaxed")
     # a source switched off in the config (e.g. candidates.covisit = 0) adds no column of its own
-    sources = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32}
+    sources = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
     cand = cand.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in sources.items() if name not in cand.columns)
     cand = cand.group_by("row", "item_index").agg(
-        pl.col("cand_text_rank").min(), pl.col("cand_covisit_weight").max(), pl.col("cand_popular_rank").min()
+        pl.col("cand_text_rank").min(), pl.col("cand_covisit_weight").max(), pl.col("cand_popular_rank").min(), pl.col("cand_new_rank").min()
     )
-    cand = cand.with_columns(
-        (pl.col("cand_text_rank").is_not_null().cast(pl.Int8) + pl.col("cand_covisit_weight").is_not_null().cast(pl.Int8) + pl.col("cand_popular_rank").is_not_null().cast(pl.Int8)).alias("cand_sources")
-    ).sort(["row", "item_index"])
+    cand = cand.with_columns(pl.sum_horizontal([pl.col(name).is_not_null().cast(pl.Int8) for name in sources]).alias("cand_sources")).sort(["row", "item_index"])
     rows, items = cand["row"].to_numpy(), cand["item_index"].to_numpy()
     p_click, p_purchase, similarity = model.score(users[rows], snapshot.item_vectors[items][:, None, :])
     cand = cand.with_columns(
