@@ -242,7 +242,22 @@ def bench_ranker(art: dict, quick: bool) -> dict:
     return {"rows": rows, "features": len(ranker.feature_names), "trees": ranker.booster.num_trees(), "rows_per_s": rows / seconds}
 
 
-BENCHES = {"encoding": bench_encoding, "rerun": bench_rerun, "scoring": bench_scoring, "features": bench_features, "ranker": bench_ranker}
+def bench_topk_agreement(art: dict, quick: bool) -> dict:
+    """Do int8 and fp32 exports recommend the same items? Mean overlap of each user's top-20."""
+    from serving.score import score
+
+    shop = art["shop"]
+    frames = {}
+    for precision in ("fp32", "int8"):
+        out = OUT / f"topk-{precision}.parquet"
+        score(art[precision], shop / "items.parquet", shop / "events", out, k=20, device="cpu", cache_dir=None)
+        frames[precision] = pl.read_parquet(out).group_by("user_id").agg(pl.col("item_id"))
+    joined = frames["fp32"].join(frames["int8"], on="user_id", suffix="_int8")
+    overlap = [len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(joined["item_id"].to_list(), joined["item_id_int8"].to_list())]
+    return {"users": joined.height, "k": 20, "mean_top20_overlap": float(np.mean(overlap)), "identical_lists": float(np.mean([o == 1.0 for o in overlap]))}
+
+
+BENCHES = {"encoding": bench_encoding, "topk": bench_topk_agreement, "rerun": bench_rerun, "scoring": bench_scoring, "features": bench_features, "ranker": bench_ranker}
 
 
 def render(results: dict) -> str:
@@ -256,6 +271,9 @@ def render(results: dict) -> str:
         for name, v in e["variants"].items():
             lines.append(f"| {name} | {v['items_per_s']:.0f} | {v['speedup_vs_naive']:.2f} | {v.get('mean_cosine_vs_fp32', 1.0):.4f} | {v.get('top10_overlap_vs_fp32', 1.0):.3f} |")
         lines.append("")
+    if "topk" in results:
+        t = results["topk"]
+        lines += ["## int8 vs fp32: the final recommendations", "", f"{t['users']:,} users, top-{t['k']}: mean overlap {t['mean_top20_overlap']:.3f}, identical sets for {t['identical_lists']:.1%} of users.", ""]
     if "rerun" in results:
         r = results["rerun"]
         lines += ["## Nightly rerun, 1% of items changed (int8, item-vector cache)", "",
