@@ -267,7 +267,7 @@ def models_list(registry: Path = RegistryArg, as_json: bool = typer.Option(False
 
     rows = Registry(registry).list()
     if as_json:
-        out.print_json(json.dumps(rows))
+        typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"{registry}: {len(rows)} version(s)")
     for column in ("version", "status", "model", "created (UTC)", "by", "data until", "ranker NDCG@10", "gate NDCG@10 (champion)"):

@@ -7,6 +7,7 @@ naive `Datetime("us")` (UTC), optional item columns always exist (filled), `even
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,10 +65,20 @@ def _examples(values: pl.Series, n: int = 3) -> str:
     return ", ".join(repr(v) for v in values.head(n).to_list())
 
 
+def _column_names(frame: pl.DataFrame, n: int = 12) -> str:
+    names = [name if len(name) <= 40 else name[:37] + "..." for name in frame.columns[:n]]
+    return ", ".join(repr(name) for name in names) + (f" and {frame.width - n} more" if frame.width > n else "")
+
+
+def _require_rows(frame: pl.DataFrame, path: Path) -> None:
+    if frame.height == 0:
+        raise SchemaError(path, None, "holds no rows")
+
+
 def _require(frame: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
     for column in columns:
         if column not in frame.columns:
-            raise SchemaError(path, column, f"required column is missing (found: {', '.join(frame.columns)})")
+            raise SchemaError(path, column, f"required column is missing (found: {_column_names(frame)})")
 
 
 def _id_column(frame: pl.DataFrame, path: Path, column: str) -> pl.Series:
@@ -91,40 +102,71 @@ def _text_column(frame: pl.DataFrame, path: Path, column: str, required: bool) -
     if series.dtype == pl.Null:
         series = series.cast(pl.String)
     if series.dtype not in (pl.String, pl.Categorical, pl.Enum):
-        if required:
+        scalar = series.dtype.is_numeric() or series.dtype.is_temporal() or series.dtype == pl.Boolean
+        if required or not scalar:
             raise SchemaError(path, column, f"must be text, found {series.dtype}")
         series = series.cast(pl.String)
     return series.cast(pl.String).fill_null("")
 
 
+# Timestamps must be dates Python can hold (years 1 to 9999), as epoch seconds.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+_SECONDS_PER_UNIT = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
 def _timestamp_column(series: pl.Series, path: Path, column: str, nullable: bool) -> pl.Series:
     dtype = series.dtype
     if isinstance(dtype, pl.Datetime):
-        out = series.dt.replace_time_zone(None) if dtype.time_zone else series
+        _check_range(series, series.to_physical().cast(pl.Float64) * _SECONDS_PER_UNIT[dtype.time_unit], path, column)
+        # an aware timestamp is converted to UTC first: the canonical form is naive UTC
+        out = series.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone else series
         out = out.dt.cast_time_unit(S.TIME_UNIT)
     elif dtype == pl.Date:
+        _check_range(series, series.to_physical().cast(pl.Float64) * 86_400, path, column)
         out = series.cast(pl.Datetime(S.TIME_UNIT))
     elif dtype.is_integer() or dtype.is_float():
-        out = (series.cast(pl.Float64) * 1_000_000).round().cast(pl.Int64).cast(pl.Datetime(S.TIME_UNIT))
+        seconds = series.cast(pl.Float64)
+        _check_range(series, seconds, path, column)
+        out = (seconds * 1_000_000).round().cast(pl.Int64).cast(pl.Datetime(S.TIME_UNIT))
     elif dtype == pl.String:
-        out = series.str.to_datetime(time_unit=S.TIME_UNIT, strict=False)
-        if out.dtype.time_zone if isinstance(out.dtype, pl.Datetime) else None:
+        try:
+            out = series.str.to_datetime(time_unit=S.TIME_UNIT, strict=False)
+        except pl.exceptions.PolarsError:  # no value gives polars a format to infer
+            out = pl.Series(column, [None] * series.len(), dtype=pl.Datetime(S.TIME_UNIT))
+        if isinstance(out.dtype, pl.Datetime) and out.dtype.time_zone:
             out = out.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         bad = out.is_null() & series.is_not_null()
         if bad.any():
             raise SchemaError(path, column, f"{int(bad.sum())} value(s) are not timestamps", _examples(series.filter(bad)))
+        _check_range(series, out.to_physical().cast(pl.Float64) * 1e-6, path, column)
     elif dtype == pl.Null and nullable:
         out = series.cast(pl.Datetime(S.TIME_UNIT))
     else:
         raise SchemaError(path, column, f"must be a datetime or epoch seconds, found {dtype}")
     if not nullable and out.null_count():
-        raise SchemaError(path, column, f"{out.null_count()} null timestamp(s)")
+        raise SchemaError(path, column, f"{out.null_count()} null timestamp(s)", f"rows {_examples(pl.Series(range(out.len())).filter(out.is_null()))}")
     return out.alias(column)
 
 
-def validate_items(frame: pl.DataFrame, path: str | Path = "<items>") -> pl.DataFrame:
-    """Check an items frame against the contract and return its canonical form."""
+def _check_range(series: pl.Series, seconds: pl.Series, path: Path, column: str) -> None:
+    """Refuse NaN, infinity and dates outside years 1-9999 (most often epoch milli- or nanoseconds)."""
+    bad = seconds.is_not_null() & (seconds.is_nan() | (seconds < _MIN_SECONDS) | (seconds > _MAX_SECONDS))
+    if bad.any():
+        kind = "epoch seconds" if series.dtype.is_numeric() else "values"
+        examples = _examples(series.filter(bad).to_physical() if series.dtype.is_temporal() else series.filter(bad))
+        raise SchemaError(path, column, f"{int(bad.sum())} {kind} outside years 1-9999 (epoch milli- or nanoseconds?)", examples)
+
+
+def validate_items(frame: pl.DataFrame, path: str | Path = "<items>", *, report: "LoadReport | None" = None) -> pl.DataFrame:
+    """Check an items frame against the contract and return its canonical form.
+
+    An item whose title and description are both empty (or only spaces and control characters) is kept,
+    since its events still count, and gets a title made of its category and domain, or else its id; the
+    repair is counted in `report`.
+    """
     path = Path(path)
+    report = report if report is not None else LoadReport()
+    _require_rows(frame, path)
     _require(frame, path, S.ITEM_REQUIRED)
     item_id = _id_column(frame, path, S.ITEM_ID)
     duplicated = item_id.is_duplicated()
@@ -148,18 +190,58 @@ def validate_items(frame: pl.DataFrame, path: str | Path = "<items>") -> pl.Data
         columns.append(_timestamp_column(frame[S.CREATED_AT], path, S.CREATED_AT, nullable=True))
     else:
         columns.append(pl.Series(S.CREATED_AT, [None] * frame.height, dtype=pl.Datetime(S.TIME_UNIT)))
-    return pl.DataFrame(columns)
+    return _repair_empty_text(pl.DataFrame(columns), path, report)
+
+
+_INVISIBLE = r"[\s\p{Cc}\p{Cf}]+"  # what serving.text.clean_text removes or collapses
+
+
+def _has_visible_text(column: str) -> pl.Expr:
+    return pl.col(column).str.replace_all(_INVISIBLE, "").str.len_chars() > 0
+
+
+def _known(column: str) -> pl.Expr:
+    return pl.when(pl.col(column) != S.UNKNOWN).then(pl.col(column))
+
+
+def _repair_empty_text(items: pl.DataFrame, path: Path, report: "LoadReport") -> pl.DataFrame:
+    empty = items.select(~(_has_visible_text(S.TITLE) | _has_visible_text(S.DESCRIPTION))).to_series()
+    if not empty.any():
+        return items
+    stand_in = pl.concat_str([_known(S.CATEGORY), _known(S.DOMAIN)], separator=" ", ignore_nulls=True)
+    stand_in = pl.when(stand_in.str.replace_all(_INVISIBLE, "").str.len_chars() > 0).then(stand_in).otherwise(pl.col(S.ITEM_ID).cast(pl.String))
+    report.repair(
+        "empty_text_item", int(empty.sum()),
+        f"{path}: {int(empty.sum())} item(s) have no title nor description; kept, titled by category and domain (or id)",
+        _examples(items[S.ITEM_ID].filter(empty)),
+    )
+    return items.with_columns(pl.when(pl.Series(empty)).then(stand_in).otherwise(pl.col(S.TITLE)).alias(S.TITLE))
 
 
 @dataclass
 class LoadReport:
-    """Rows dropped or repaired while loading, by reason; goes into every output manifest."""
+    """Rows dropped or repaired while loading, by reason; goes into every output manifest.
+
+    `warnings` holds one line per reason (file, count, a few examples) for the CLI to print.
+    """
 
     dropped: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
-    def add(self, reason: str, count: int) -> None:
+    def add(self, reason: str, count: int, warning: str | None = None, examples: str | None = None) -> None:
+        """Count `count` dropped rows under `reason`."""
+        self._count(self.dropped, reason, count, warning, examples)
+
+    def repair(self, reason: str, count: int, warning: str | None = None, examples: str | None = None) -> None:
+        """Count `count` rows kept after a repair under `reason`."""
+        self._count(self.repaired, reason, count, warning, examples)
+
+    def _count(self, counts: dict[str, int], reason: str, count: int, warning: str | None, examples: str | None) -> None:
         if count:
-            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+            counts[reason] = counts.get(reason, 0) + int(count)
+            if warning:
+                self.warnings.append(warning + (f" (e.g. {examples})" if examples else ""))
 
 
 def validate_events(
@@ -168,10 +250,16 @@ def validate_events(
     *,
     item_id_dtype: pl.DataType | None = None,
     report: LoadReport | None = None,
+    now: dt.datetime | None = None,
 ) -> pl.DataFrame:
-    """Check an events frame against the contract and return its canonical form."""
+    """Check an events frame against the contract and return its canonical form.
+
+    Exact duplicate rows and events dated after `now` (default: the current UTC time) are dropped and
+    counted in `report`; an event log left empty by that is an error.
+    """
     path = Path(path)
     report = report if report is not None else LoadReport()
+    _require_rows(frame, path)
     _require(frame, path, S.EVENT_REQUIRED)
     user_id = _id_column(frame, path, S.USER_ID)
     item_id = _id_column(frame, path, S.ITEM_ID)
@@ -189,40 +277,59 @@ def validate_events(
         raise SchemaError(path, S.EVENT, f"{int(unknown.sum())} row(s) with an unknown event type; expected one of {', '.join(S.EVENT_TYPES)}", _examples(frame[S.EVENT].filter(unknown).unique(maintain_order=True)))
     columns = [user_id, item_id, event.alias(S.EVENT), _timestamp_column(frame[S.TIMESTAMP], path, S.TIMESTAMP, nullable=False)]
     if S.SESSION_ID in frame.columns:
-        columns.append(frame[S.SESSION_ID].cast(pl.String))
+        session = frame[S.SESSION_ID]
+        if not (session.dtype.is_numeric() or session.dtype in (pl.String, pl.Categorical, pl.Enum, pl.Null, pl.Boolean)):
+            raise SchemaError(path, S.SESSION_ID, f"must be text or a number, found {session.dtype}")
+        columns.append(session.cast(pl.String))
     else:
         columns.append(pl.Series(S.SESSION_ID, [None] * frame.height, dtype=pl.String))
     if S.POSITION in frame.columns:
         position = frame[S.POSITION]
         if not (position.dtype.is_integer() or position.dtype == pl.Null):
             raise SchemaError(path, S.POSITION, f"must be an integer, found {position.dtype}")
-        columns.append(position.cast(pl.Int32))
+        cast = position.cast(pl.Int32, strict=False)
+        overflow = cast.is_null() & position.is_not_null()
+        if overflow.any():
+            raise SchemaError(path, S.POSITION, f"{int(overflow.sum())} value(s) do not fit a 32-bit integer", _examples(position.filter(overflow)))
+        columns.append(cast)
     else:
         columns.append(pl.Series(S.POSITION, [None] * frame.height, dtype=pl.Int32))
     events = pl.DataFrame(columns)
     before = events.height
     events = events.unique(maintain_order=True)
-    report.add("duplicate_event", before - events.height)
+    report.add("duplicate_event", before - events.height, f"{path}: dropped {before - events.height} exact duplicate event(s)")
+    now = _naive_utc(now if now is not None else dt.datetime.now(dt.timezone.utc))
+    future = events[S.TIMESTAMP] > now
+    if future.all():
+        raise SchemaError(path, S.TIMESTAMP, f"every event is dated after now ({now:%Y-%m-%d %H:%M} UTC); is a clock or the time zone wrong?", _examples(events[S.TIMESTAMP]))
+    if future.any():
+        report.add("future_timestamp", int(future.sum()), f"{path}: dropped {int(future.sum())} event(s) dated after now ({now:%Y-%m-%d %H:%M} UTC)", _examples(events[S.TIMESTAMP].filter(future).sort(descending=True)))
+        events = events.filter(~future)
     return events
 
 
-def load_items(path: str | Path) -> pl.LazyFrame:
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def load_items(path: str | Path, *, report: LoadReport | None = None) -> pl.LazyFrame:
     """Read and validate an items file (or directory of files); canonical LazyFrame."""
-    return validate_items(read_table(path), path).lazy()
+    return validate_items(read_table(path), path, report=report).lazy()
 
 
-def load_events(path: str | Path, *, items: pl.LazyFrame | None = None, report: LoadReport | None = None) -> pl.LazyFrame:
+def load_events(path: str | Path, *, items: pl.LazyFrame | None = None, report: LoadReport | None = None, now: dt.datetime | None = None) -> pl.LazyFrame:
     """Read and validate events (a file or a directory of daily files); canonical LazyFrame.
 
     With `items`, events of items missing from the catalog are dropped and counted in `report`.
     """
     report = report if report is not None else LoadReport()
     item_dtype = items.collect_schema()[S.ITEM_ID] if items is not None else None
-    events = validate_events(read_table(path), path, item_id_dtype=item_dtype, report=report)
+    events = validate_events(read_table(path), path, item_id_dtype=item_dtype, report=report, now=now)
     if items is not None:
         known = items.select(S.ITEM_ID).collect()[S.ITEM_ID]
         keep = events[S.ITEM_ID].is_in(known.implode())
-        report.add("unknown_item", int((~keep).sum()))
+        unknown = events[S.ITEM_ID].filter(~keep)
+        report.add("unknown_item", unknown.len(), f"{path}: dropped {unknown.len()} event(s) of items not in the catalog", _examples(unknown.unique(maintain_order=True)))
         events = events.filter(keep)
         if events.height == 0:
             raise SchemaError(path, S.ITEM_ID, "no event refers to an item of the catalog")
@@ -240,11 +347,11 @@ class Dataset:
     events_path: Path | None = None
 
 
-def load_dataset(items_path: str | Path, events_path: str | Path) -> Dataset:
-    """Load and cross-check items and events."""
+def load_dataset(items_path: str | Path, events_path: str | Path, *, now: dt.datetime | None = None) -> Dataset:
+    """Load and cross-check items and events; what was dropped or repaired is in `Dataset.report`."""
     report = LoadReport()
-    items = load_items(items_path)
-    events = load_events(events_path, items=items, report=report)
+    items = load_items(items_path, report=report)
+    events = load_events(events_path, items=items, report=report, now=now)
     return Dataset(items, events, report, Path(items_path), Path(events_path))
 
 

@@ -35,3 +35,14 @@ class ParityError(RecsysError):
     """The exported graph does not reproduce the PyTorch model within tolerance."""
 
     exit_code = 4
+
+
+class ChallengerRejected(RecsysError):
+    """`recsys retrain` kept the champion: the challenger scored worse than the gate allows. Not a failure of
+    the job, so it has its own exit code that a scheduler can tell apart from bad input or a broken model."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, gate: dict | None = None):
+        super().__init__(message)
+        self.gate = gate or {}

@@ -38,16 +38,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        install_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def install_dir(src: str | Path, path: str | Path) -> None:
+    """Move the complete folder `src` (same file system) to `path`, replacing any folder there by renames."""
+    src, path = Path(src), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(src, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, path)
+
+
+def copy_dir(src: str | Path, path: str | Path) -> None:
+    """Copy folder `src` to `path` atomically: a copy beside `path`, renamed into place when complete."""
+    with atomic_dir(path) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -60,13 +60,21 @@ def train_pipeline(
     until: dt.datetime | None = None,
     progress=None,
     log=_noop,
+    keep: dict | None = None,
 ) -> dict:
-    """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest."""
+    """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest.
+
+    `keep`, when given, receives the in-memory ranker frame (`"ranker_frame"`) so that evaluation can train
+    its baseline rankers on exactly the rows the shipped ranker learned from.
+    """
     from recsys.encoder import resolve_encoder
     from recsys.train import TorchInterestModel, load_text_model, save_text_model, train_text_model
 
     started = time.perf_counter()
-    data = data or load_dataset(items_path, events_path)
+    if data is None:
+        data = load_dataset(items_path, events_path)
+        for warning in data.report.warnings:
+            log(f"warning: {warning}")
     events = data.events if until is None else data.events.filter(pl.col(S.TIMESTAMP) < until)
     first, last = time_bounds(events)
     end = last + dt.timedelta(microseconds=1)
@@ -93,6 +101,8 @@ def train_pipeline(
     scorer = TorchInterestModel(model, tokenizer)
     vectors = scorer.encode_items(item_texts(catalog.items), progress=progress)
     frame = ranker_frame(scorer, catalog, events, data.items, cutoff=t1, end=end, config=config, item_vectors=vectors, progress=progress)
+    if keep is not None:
+        keep["ranker_frame"] = frame
     ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
     candidate_recall = _candidate_recall(frame, events.collect(), t1, end)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
@@ -121,6 +131,7 @@ def train_pipeline(
             "data_window": {"first_event": first.isoformat(), "text_model_until": t1.isoformat(), "ranker_until": end.isoformat()},
             "inputs": {"items": describe_input(items_path), "events": describe_input(events_path)},
             "dropped_rows": data.report.dropped,
+            "repaired_rows": data.report.repaired,
             "metrics": {"ranker_valid_ndcg@10": ranker.metrics_["valid_ndcg@10"], "candidate_recall": candidate_recall, "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1]},
             "files": hashes,
         }

@@ -1,0 +1,215 @@
+"""Model lifecycle: train into a registry, and the gated retrain that replaces a champion only if it is no worse.
+
+The gate (`recsys retrain`): hold out the newest `retrain.test_days` days of the fresh log; train the
+challenger on everything before them, warm-started from the champion; export it; score both models on the
+held-out days with `recsys.evaluate.evaluate_export` (the code `recsys evaluate` runs); promote the challenger
+unless its NDCG@10 is more than `retrain.tolerance` below the champion's. The model promoted is exactly the
+one measured, so it has not learned from the held-out days; the next retrain will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from recsys.config import Config, load_config
+from recsys.data import Dataset, load_dataset
+from recsys.errors import ChallengerRejected, RecsysError
+from recsys.io import copy_dir, install_dir, read_json, write_json
+from recsys.pipeline import _noop, time_bounds, train_pipeline
+from recsys.registry import EXPORT, MODEL, Registry
+
+GATE_METRIC = "ndcg@10"
+
+
+def _load(items_path, events_path, log) -> Dataset:
+    data = load_dataset(items_path, events_path)
+    for warning in data.report.warnings:
+        log(f"warning: {warning}")
+    return data
+
+
+def train_and_register(items_path: str | Path, events_path: str | Path, config: Config, *, registry: str | Path, out_dir: str | Path | None = None, progress=None, log=_noop) -> dict:
+    """Train on the whole log, export, and add the result to `registry` as a new version.
+
+    The first version of a registry becomes its champion; later ones wait for `recsys models promote` (or
+    come in through the gate of `recsys retrain`). With `out_dir`, the MODEL_DIR is also written there.
+    Returns {"version", "champion", "manifest"}.
+    """
+    from export.onnx_export import export_model
+
+    data = _load(items_path, events_path, log)
+    reg = Registry.create(registry)
+    with reg.stage() as staging:
+        manifest = train_pipeline(items_path, events_path, staging / MODEL, config, data=data, progress=progress, log=log)
+        export_model(staging / MODEL, staging / EXPORT, precision=config.retrain.precision, log=log)
+        if out_dir is not None:
+            copy_dir(staging / MODEL, out_dir)
+        version = reg.register(staging, created_by="train")
+    log(f"registered {version} in {reg.root}")
+    if reg.champion is None:
+        reg.promote(version, reason="first version of the registry")
+        log(f"{version} is the champion (first version)")
+    return {"version": version, "champion": reg.champion, "manifest": manifest}
+
+
+def gate_decision(challenger: float, champion: float, tolerance: float) -> tuple[bool, str]:
+    """(promote?, why): promote unless the challenger is more than `tolerance` below the champion."""
+    if not math.isfinite(challenger):
+        return False, f"the challenger's {GATE_METRIC} is not a number"
+    if not math.isfinite(champion):
+        return True, f"the champion's {GATE_METRIC} is not a number"
+    delta = challenger - champion
+    if delta >= -tolerance - 1e-12:
+        return True, f"{GATE_METRIC} {challenger:.4f} vs champion {champion:.4f} ({delta:+.4f}, tolerance {tolerance:.4f})"
+    return False, f"{GATE_METRIC} {challenger:.4f} is {-delta:.4f} below the champion's {champion:.4f} (tolerance {tolerance:.4f})"
+
+
+def gated_retrain(
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    registry: str | Path | None = None,
+    config: Config | None = None,
+    device: str = "auto",
+    progress=None,
+    log=_noop,
+) -> dict:
+    """Train a challenger on fresh logs and promote it only if it is no worse than the champion.
+
+    The champion is the registry's (with `registry`) or `model_dir`. The challenger warm-starts from
+    `model_dir` if given, else from the champion. Promotion writes `out_dir` (MODEL_DIR, replaced
+    atomically) and, with a registry, makes the challenger its champion; a rejected challenger is still
+    registered (status "rejected") for inspection, `out_dir` is left untouched and `ChallengerRejected`
+    (exit code 10) is raised after everything is recorded. Returns the gate report.
+    """
+    from export.onnx_export import export_model, verify_model_dir
+    from recsys.evaluate import evaluate_export
+
+    # nothing is created before the input is validated: a registry that does not exist yet is made at the end
+    reg = Registry(registry) if registry is not None and (model_dir is None or Registry.is_registry(registry)) else None
+    champion_version = reg.champion if reg is not None else None
+    if champion_version is not None:
+        reg.verify(champion_version)
+        champion_model = reg.model_dir(champion_version)
+    elif model_dir is not None:
+        champion_model = Path(model_dir)
+        verify_model_dir(champion_model)
+    else:
+        where = f"the registry {registry} has no champion and " if registry is not None else ""
+        raise RecsysError(f"{where}no --model was given: nothing to retrain from or compare with; train one with `recsys train`")
+    if out_dir is None and registry is None:
+        raise RecsysError("retrain needs --out (a MODEL_DIR) or --registry to put the challenger in")
+    warm_start = Path(model_dir) if model_dir is not None else champion_model
+    verify_model_dir(warm_start)
+    champion_config = load_config(champion_model / "config.toml")
+    config = config or load_config(warm_start / "config.toml")
+    settings = config.retrain
+
+    data = _load(items_path, events_path, log)
+    first, last = time_bounds(data.events)
+    end = last + dt.timedelta(microseconds=1)
+    cutoff = end - dt.timedelta(days=settings.test_days)
+    if cutoff <= first:
+        raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days, fewer than retrain.test_days = {settings.test_days} plus a training period")
+    # The held-out days must be new to the champion too. When its training data reaches a little into them
+    # (logs rarely end at the same minute each night), they start where its data ends instead, as long as
+    # at least half of them remain; otherwise the comparison favours the champion, and says so.
+    champion_until = (read_json(champion_model / "manifest.json").get("data_window") or {}).get("ranker_until")
+    seen_until = dt.datetime.fromisoformat(champion_until) if champion_until else None
+    if seen_until is not None and cutoff < seen_until <= end - dt.timedelta(days=settings.test_days / 2):
+        cutoff = seen_until
+    champion_saw_window = seen_until is not None and seen_until > cutoff
+    if champion_saw_window:
+        log(f"warning: the champion was trained on events until {champion_until}, inside the held-out days from {cutoff:%Y-%m-%d %H:%M}; the comparison favours it (set retrain.test_days to the time between retrains)")
+
+    if registry is not None and reg is None:
+        reg = Registry.create(registry)
+    staging_context = reg.stage() if reg is not None else _temporary_dir_beside(Path(out_dir))
+    with staging_context as staging, tempfile.TemporaryDirectory(prefix="recsys-champion-") as scratch:
+        log(f"challenger: training on events before {cutoff:%Y-%m-%d %H:%M}, warm start from {warm_start}")
+        train_pipeline(items_path, events_path, staging / MODEL, config, warm_start=warm_start, data=data, until=cutoff, progress=progress, log=log)
+        export_model(staging / MODEL, staging / EXPORT, precision=settings.precision, log=log)
+        if champion_version is not None:
+            champion_export = reg.export_dir(champion_version)
+        else:
+            champion_export = Path(scratch) / EXPORT
+            export_model(champion_model, champion_export, precision=settings.precision, log=log)
+
+        log(f"gate: scoring champion and challenger on [{cutoff:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+        champion_metrics = evaluate_export(champion_export, data, cutoff=cutoff, end=end, config=champion_config, device=device, progress=progress)
+        challenger_metrics = evaluate_export(staging / EXPORT, data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
+        promote, why = gate_decision(challenger_metrics["metrics"][GATE_METRIC], champion_metrics["metrics"][GATE_METRIC], settings.tolerance)
+        gate = {
+            "decision": "promoted" if promote else "rejected",
+            "reason": why,
+            "metric": GATE_METRIC,
+            "challenger": _number(challenger_metrics["metrics"][GATE_METRIC]),
+            "champion": _number(champion_metrics["metrics"][GATE_METRIC]),
+            "tolerance": settings.tolerance,
+            "champion_version": champion_version,
+            "champion_model_version": read_json(champion_model / "manifest.json")["model_version"],
+            "champion_saw_test_window": champion_saw_window,
+            "cutoff": cutoff.isoformat(),
+            "end": end.isoformat(),
+            "test_days": round((end - cutoff).total_seconds() / 86400, 4),
+            "queries": int(challenger_metrics["users"].len()),
+            "metrics": {"challenger": _plain(challenger_metrics["metrics"]), "champion": _plain(champion_metrics["metrics"])},
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        _record_gate(staging / MODEL, gate)
+        log(f"gate: {gate['decision']}: {why}")
+
+        version = None
+        if reg is not None:
+            version = reg.register(staging, created_by="retrain", parent=champion_version, gate=gate)
+            if promote:
+                reg.promote(version, reason=f"retrain gate: {why}")
+            else:
+                reg.record("reject", version, reason=why, champion=champion_version)
+        if promote and out_dir is not None:
+            if reg is not None:
+                copy_dir(reg.model_dir(version), out_dir)
+            else:
+                install_dir(staging / MODEL, out_dir)
+    gate["version"] = version
+    if not promote:
+        kept = f"champion {champion_version}" if champion_version else f"champion {champion_model}"
+        where = f"; registered as {version} (rejected)" if version else ""
+        raise ChallengerRejected(f"challenger rejected: {why} on {gate['queries']} users of the last {gate['test_days']:g} day(s); {kept} kept{where}", gate)
+    return gate
+
+
+@contextlib.contextmanager
+def _temporary_dir_beside(path: Path) -> Iterator[Path]:
+    """A staging folder beside `path` (same file system, so it can be renamed into place); removed at exit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.retrain-", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _record_gate(model_dir: Path, gate: dict) -> None:
+    """Add the gate's report to a staged MODEL_DIR's manifest (its hashed files do not change)."""
+    manifest = read_json(model_dir / "manifest.json")
+    manifest["gate"] = gate
+    write_json(model_dir / "manifest.json", manifest)
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a metric without a value is null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _plain(metrics: dict) -> dict:
+    return {key: _number(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+
