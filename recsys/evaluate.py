@@ -1,13 +1,37 @@
-"""`recsys evaluate`: train on everything before a cutoff, recommend as of it, judge on the next days.
+"""`recsys evaluate`: train on everything before a cutoff, recommend as of it, judge on the next period.
 
-Each user who clicks in the test period is a query; relevant items are what they clicked (1) or bought
-(2) then, minus items they had already clicked or bought before the cutoff (those are never recommended).
+Protocol (DESIGN.md §4). The cutoff splits the log; both stages train on the events before it only (the
+text model on the oldest part, the ranker on the window just before the cutoff). Each user with a click or
+purchase in [cutoff, end) on an item they had not clicked or bought before the cutoff is a query; relevance
+is 2 for a purchase and 1 for a click. Every system ranks the catalog as it stood at the cutoff, minus the
+user's already clicked or bought items, with nothing but pre-cutoff data; the oracle (generated data only)
+ranks the same items by the generator's true probabilities.
+
+Systems, all on the same queries and metrics, the learned ones on the same candidates:
+* text model + ranker — the shipped system, through `serving.score.recommend` (what `recsys score` runs);
+* text model alone — the candidates ranked by the text model's p_click, no ranker;
+* ranker without text — a LambdaRank ranker trained on the same ranker frame without the text model's
+  columns (p_click, p_purchase, similarity, the text-retrieval rank and the source count);
+* co-visitation — items co-clicked with the user's recent clicks (summed weights), popularity fills the rest;
+* popularity — the most clicked items of the last `candidates.popularity_days` days.
+
+Slices are defined from pre-cutoff data only: cold-start items (at most COLD_ITEM_MAX clicks + purchases
+before the cutoff, items created after it included), new users (at most NEW_USER_MAX), each domain and
+category. An item slice keeps every system's full top-K and counts only hits on the slice's items; a user
+slice keeps the queries of those users.
+
+`evaluate_export` is the one function that turns an EXPORT_DIR into test metrics: the demo, `recsys
+evaluate` and the retrain gate all call it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,113 +39,294 @@ import polars as pl
 
 from recsys import schema as S
 from recsys.config import Config
-from recsys.data import load_dataset
+from recsys.data import Dataset, load_dataset
 from recsys.errors import RecsysError
 from recsys.interactions import exposures, has_impressions
 from recsys.io import write_json
 from recsys.metrics import auc, catalog_coverage, ranking_metrics
 from recsys.pipeline import _noop, time_bounds, train_pipeline
-from recsys.ranker import RELEVANCE, relevance_labels
-from serving.candidates import build_snapshot, user_vectors
-from serving.catalog import make_catalog
+from recsys.ranker import RELEVANCE, LambdaRanker, relevance_labels
+from serving.candidates import MODEL_COLUMNS, build_snapshot, generate_candidates, user_vectors
+from serving.catalog import Catalog, make_catalog
+from serving.ranking import RANKER_FEATURES, feature_matrix, top_k, with_features
 from serving.score import load_export, recommend
 from serving.text import item_texts
 
 KS = (10, 20)
+K = max(KS)
+COLD_ITEM_MAX = 5  # clicks + purchases before the cutoff for an item to count as cold
+NEW_USER_MAX = 2  # clicks + purchases before the cutoff for a user to count as new
+CALIBRATION_BINS = 10
+
+FULL = "text model + ranker"
+TEXT_ALONE = "text model alone"
+NO_TEXT = "ranker without text"
+COVISIT = "co-visitation"
+POPULARITY = "popularity"
+ORACLE = "oracle"
+TEXT_COLUMNS = (*MODEL_COLUMNS, "cand_text_rank", "cand_sources")  # what the "ranker without text" may not see
+
+ALL_USERS = "all users"
+COLD_ITEMS = "cold-start items"
+NEW_USERS = "new users"
 
 
-def popularity_baseline(events: pl.LazyFrame, users: pl.Series, *, cutoff: dt.datetime, k: int, days: float = 7) -> pl.DataFrame:
-    """Most clicked items of the last `days` before the cutoff, minus what each user already engaged with."""
+# --------------------------------------------------------------------------------------------- protocol
+
+
+def parse_cutoff(value: str | int | float | dt.datetime | None) -> dt.datetime | None:
+    """A cutoff from the command line: ISO date/time (naive = UTC) or epoch seconds."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    text = str(value).strip()
+    try:
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(text))
+        moment = dt.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise RecsysError(f"--cutoff: expected an ISO date/time (2026-01-25 or 2026-01-25T12:00) or epoch seconds, found {value!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def split_test_period(events: pl.LazyFrame, *, test_days: float | None = 3, cutoff: dt.datetime | None = None, source="events") -> tuple[dt.datetime, dt.datetime]:
+    """[cutoff, end) of the test period: the last `test_days` days, or from `cutoff` (for `test_days` if given)."""
+    first, last = time_bounds(events)
+    log_end = last + dt.timedelta(microseconds=1)
+    if cutoff is None:
+        cutoff = log_end - dt.timedelta(days=3 if test_days is None else test_days)
+        end = log_end
+    else:
+        end = log_end if test_days is None else min(log_end, cutoff + dt.timedelta(days=test_days))
+    if test_days is not None and test_days <= 0:
+        raise RecsysError(f"--test-days must be positive, found {test_days}")
+    if not first < cutoff < end:
+        raise RecsysError(f"{source}: the cutoff {cutoff} leaves no training or no test period (events span {first} – {last})")
+    return cutoff, end
+
+
+def heldout_relevance(events: pl.DataFrame, *, cutoff: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    """Graded relevance of the test period, minus items each user had engaged with before the cutoff."""
+    labels = relevance_labels(events, start=cutoff, end=end)
+    return labels.join(_engaged_pairs(events, cutoff), on=[S.USER_ID, S.ITEM_ID], how="anti")
+
+
+def _engaged_pairs(events: pl.DataFrame | pl.LazyFrame, cutoff: dt.datetime) -> pl.DataFrame:
+    past = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    return past.collect() if isinstance(past, pl.LazyFrame) else past
+
+
+@contextlib.contextmanager
+def _timed(timings: dict, key: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - started, 2)
+
+
+# --------------------------------------------------------------------------------------------- baselines
+
+
+def popularity_baseline(events: pl.LazyFrame, users: pl.Series, *, cutoff: dt.datetime, k: int, days: float = 7, items: pl.Series | None = None) -> pl.DataFrame:
+    """Most clicked items of the last `days` before the cutoff (among `items` if given), minus what each user engaged with."""
     past = events.filter(pl.col(S.TIMESTAMP) < cutoff)
     last = past.filter(pl.col(S.TIMESTAMP) >= cutoff - dt.timedelta(days=days), pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    if items is not None:
+        last = last.filter(pl.col(S.ITEM_ID).is_in(items.implode()))
     popular = last.group_by(S.ITEM_ID).agg(pl.len().alias(S.SCORE)).sort([S.SCORE, S.ITEM_ID], descending=[True, False]).collect()
-    seen = past.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique().collect()
+    seen = _engaged_pairs(past, cutoff)
     top = popular.head(k + int(seen.group_by(S.USER_ID).len()["len"].max() or 0))
     pairs = pl.DataFrame({S.USER_ID: users}).join(top, how="cross").join(seen, on=[S.USER_ID, S.ITEM_ID], how="anti")
     pairs = pairs.sort([S.USER_ID, S.SCORE, S.ITEM_ID], descending=[False, True, False])
     return pairs.with_columns(pl.int_range(1, pl.len() + 1).over(S.USER_ID).alias(S.RANK)).filter(pl.col(S.RANK) <= k)
 
 
-def exposure_aucs(model, snapshot, events: pl.DataFrame, *, cutoff, end, history_length: int) -> dict[str, float]:
-    """AUC of p_click and p_purchase on the test period's impressions, users' histories as of the cutoff."""
+def rank_candidates(frame: pl.DataFrame, by: list[str], *, descending: list[bool], k: int) -> pl.DataFrame:
+    """Top-k of a candidate frame by the columns `by` (nulls last), ties to the smaller item index."""
+    ranked = frame.sort([S.USER_ID, *by, "item_index"], descending=[False, *descending, False], nulls_last=True)
+    ranked = ranked.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK)).filter(pl.col(S.RANK) <= k)
+    return ranked.with_columns(pl.col(by[0]).cast(pl.Float64).alias(S.SCORE)).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE)
+
+
+def covisitation_baseline(frame: pl.DataFrame, popular: pl.DataFrame, *, k: int) -> pl.DataFrame:
+    """Co-visited candidates by summed weight, then the popularity list for the slots they leave empty."""
+    covisited = rank_candidates(frame.filter(pl.col("cand_covisit_weight").is_not_null()), ["cand_covisit_weight"], descending=[True], k=k)
+    fill = popular.join(covisited.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="anti").select(S.USER_ID, S.ITEM_ID, pl.col(S.RANK).alias("_fill"))
+    both = pl.concat([covisited.select(S.USER_ID, S.ITEM_ID, pl.col(S.RANK).cast(pl.Int64).alias("_fill"), pl.lit(0).alias("_tier")), fill.with_columns(pl.col("_fill").cast(pl.Int64), pl.lit(1).alias("_tier"))])
+    both = both.sort([S.USER_ID, "_tier", "_fill"]).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK))
+    return both.filter(pl.col(S.RANK) <= k).select(S.USER_ID, S.RANK, S.ITEM_ID, (-pl.col(S.RANK).cast(pl.Float64)).alias(S.SCORE))
+
+
+def oracle_recommendations(truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, cutoff: dt.datetime, end: dt.datetime, k: int, allowed: np.ndarray | None = None) -> pl.DataFrame:
+    """The best ranking the generator's ground truth allows: expected gain E[2^rel - 1] = p_click + 2 p_purchase.
+
+    Same items as every system (the catalog at the cutoff minus what the user engaged with), probabilities
+    at the middle of the test period.
+    """
+    from recsys.generate import true_probabilities
+
+    at = cutoff + (end - cutoff) / 2
+    available = catalog.available_at(cutoff) & (np.ones(len(catalog), bool) if allowed is None else allowed)
+    item_index = np.flatnonzero(available)
+    item_ids = catalog.ids.to_numpy()[item_index]
+    column = np.full(len(catalog), -1, dtype=np.int64)
+    column[item_index] = np.arange(len(item_index))
+    seen = catalog.index_of(_engaged_pairs(events, cutoff)).join(pl.DataFrame({S.USER_ID: users}).with_row_index("row"), on=S.USER_ID)
+    seen = seen.with_columns(pl.Series("column", column[seen["item_index"].to_numpy()])).filter(pl.col("column") >= 0)
+    user_ids = users.to_numpy()
+    k = min(k, len(item_index))
+    parts = []
+    for begin in range(0, len(user_ids), 512):
+        block = user_ids[begin : begin + 512]
+        p_click, p_purchase = true_probabilities(truth_dir, block[:, None].astype(np.int64), item_ids.astype(np.int64), at)
+        gain = p_click + 2.0 * p_purchase  # (B, M)
+        mask = seen.filter((pl.col("row") >= begin) & (pl.col("row") < begin + len(block)))
+        gain[mask["row"].to_numpy() - begin, mask["column"].to_numpy()] = -np.inf
+        top = np.argpartition(-gain, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(gain, top, 1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        scores = np.take_along_axis(gain, top, 1)
+        parts.append(pl.DataFrame({
+            S.USER_ID: np.repeat(block, k),
+            S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
+            S.ITEM_ID: item_ids[top.ravel()],
+            S.SCORE: scores.ravel(),
+        }).filter(pl.col(S.SCORE).is_finite()))
+    recs = pl.concat(parts)
+    return recs.with_columns(pl.col(S.USER_ID).cast(users.dtype), pl.col(S.ITEM_ID).cast(catalog.ids.dtype))
+
+
+def oracle_rerank(truth_dir: Path, frame: pl.DataFrame, *, cutoff: dt.datetime, end: dt.datetime, k: int = K) -> pl.DataFrame:
+    """A candidate frame's top-k by the true expected gain: the best any ranker of these candidates can expect."""
+    from recsys.generate import true_probabilities
+
+    p_click, p_purchase = true_probabilities(truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
+    return rank_candidates(frame.with_columns(pl.Series("_gain", p_click + 2.0 * p_purchase)), ["_gain"], descending=[True], k=k)
+
+
+def truth_folder(data: Dataset) -> Path | None:
+    """truth/ written by `recsys generate` beside items.parquet, if there is one."""
+    if data.items_path is None:
+        return None
+    folder = Path(data.items_path).parent / "truth"
+    return folder if (folder / "params.json").is_file() else None
+
+
+# --------------------------------------------------------------------------------------------- slices
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A subset of the evaluation: by item (only hits on `ids` count) or by user (only `ids` are queries)."""
+
+    kind: str  # "items" or "users"
+    ids: pl.Series | None  # None: everything
+    description: str
+
+
+def define_slices(events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, users: pl.Series) -> dict[str, Slice]:
+    """Slices of the evaluation, from the catalog and from events strictly before the cutoff only."""
+    catalog = items.select(S.ITEM_ID, S.CATEGORY, S.DOMAIN).collect()
+    past = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    item_counts = past.group_by(S.ITEM_ID).len().collect()
+    user_counts = past.group_by(S.USER_ID).len().collect()
+    cold = catalog.join(item_counts, on=S.ITEM_ID, how="left").filter(pl.col("len").fill_null(0) <= COLD_ITEM_MAX)[S.ITEM_ID]
+    experienced = user_counts.filter(pl.col("len") > NEW_USER_MAX)[S.USER_ID]
+    new = pl.Series(S.USER_ID, users).filter(~pl.Series(users).is_in(experienced.implode()))
+    slices = {
+        ALL_USERS: Slice("users", None, "every query"),
+        COLD_ITEMS: Slice("items", cold, f"items with ≤ {COLD_ITEM_MAX} clicks + purchases before the cutoff (new items included)"),
+        NEW_USERS: Slice("users", new, f"users with ≤ {NEW_USER_MAX} clicks + purchases before the cutoff"),
+    }
+    for column in (S.DOMAIN, S.CATEGORY):
+        values = sorted(v for v in catalog[column].drop_nulls().unique().to_list())
+        if len(values) < 2:
+            continue
+        for value in values:
+            slices[f"{column}: {value}"] = Slice("items", catalog.filter(pl.col(column) == value)[S.ITEM_ID], f"items of {column} {value}")
+    return slices
+
+
+def slice_relevance(relevant: pl.DataFrame, part: Slice) -> pl.DataFrame:
+    """The relevant pairs that count for a slice."""
+    if part.ids is None:
+        return relevant
+    column = S.ITEM_ID if part.kind == "items" else S.USER_ID
+    return relevant.filter(pl.col(column).is_in(part.ids.cast(relevant.schema[column]).implode()))
+
+
+# --------------------------------------------------------------------------------------------- calibration
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> dict:
+    """Predicted vs observed rate in equal-count bins (sorted by prediction) and their count-weighted gap (ECE).
+
+    Equal-count bins, because click and purchase probabilities crowd near zero where equal-width bins
+    would put almost everything in the first bin.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if len(p) == 0:
+        return {"bins": [], "ece": float("nan"), "count": 0, "mean_predicted": float("nan"), "observed_rate": float("nan")}
+    order = np.argsort(p, kind="stable")
+    rows = []
+    for chunk in np.array_split(order, min(bins, len(p))):
+        if len(chunk):
+            rows.append({"mean_predicted": float(p[chunk].mean()), "observed_rate": float(y[chunk].mean()), "count": int(len(chunk))})
+    ece = sum(r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in rows) / len(p)
+    return {"bins": rows, "ece": float(ece), "count": int(len(p)), "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}
+
+
+def exposure_predictions(model, snapshot, events: pl.DataFrame, *, cutoff, end, history_length: int) -> pl.DataFrame | None:
+    """The test period's impressions with the model's p_click and p_purchase (histories as of the cutoff)."""
     test = events.filter((pl.col(S.TIMESTAMP) >= cutoff) & (pl.col(S.TIMESTAMP) < end))
     if not has_impressions(test):
-        return {"auc_p_click": float("nan"), "auc_p_purchase": float("nan"), "exposures": 0}
+        return None
     exp = snapshot.catalog.index_of(exposures(test)).join(snapshot.users, on=S.USER_ID, how="left").with_columns(pl.col("user_index").fill_null(-1))
+    if exp.height == 0:
+        return None
     users, _ = user_vectors(model, snapshot, exp["user_index"].to_numpy(), history_length)
     items = snapshot.item_vectors[exp["item_index"].to_numpy()][:, None, :]
     p_click, p_purchase, _ = model.score(users, items)
-    return {
-        "auc_p_click": auc(p_click[:, 0], exp["clicked"].to_numpy()),
-        "auc_p_purchase": auc(p_purchase[:, 0], exp["purchased"].to_numpy()),
-        "exposures": exp.height,
-    }
+    return exp.with_columns(pl.Series(S.P_CLICK, p_click[:, 0].astype(np.float64)), pl.Series(S.P_PURCHASE, p_purchase[:, 0].astype(np.float64)))
 
 
-def evaluate_pipeline(items_path, events_path, out_dir, config: Config, *, test_days: float = 3, cutoff: dt.datetime | None = None, precision: str = "fp32", device: str = "auto", progress=None, log=_noop) -> dict:
-    """Train → export → recommend as of the cutoff → metrics for the model and a popularity baseline."""
-    from export.onnx_export import export_model
-
-    out_dir = Path(out_dir)
-    data = load_dataset(items_path, events_path)
-    first, last = time_bounds(data.events)
-    end = last + dt.timedelta(microseconds=1)
-    cutoff = cutoff or end - dt.timedelta(days=test_days)
-    if not first < cutoff < end:
-        raise RecsysError(f"{events_path}: the cutoff {cutoff} leaves no training or no test period (events span {first} – {last})")
-    timings: dict[str, float] = {}
-    artifacts = out_dir / "artifacts"
-
-    tic = time.perf_counter()
-    log(f"train on events before {cutoff:%Y-%m-%d %H:%M}")
-    train_manifest = train_pipeline(items_path, events_path, artifacts / "model", config, data=data, until=cutoff, progress=progress, log=log)
-    timings["train_s"] = round(time.perf_counter() - tic, 2)
-    tic = time.perf_counter()
-    export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
-    timings["export_s"] = round(time.perf_counter() - tic, 2)
-
-    tic = time.perf_counter()
-    evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
-    timings["score_s"] = round(time.perf_counter() - tic, 2)
-    evaluation["recommendations"].write_parquet(artifacts / "test_recommendations.parquet")
-    users = evaluation["users"]
-    model = evaluation["model"]
-    results = {"text model + ranker": evaluation["metrics"]}
-    popular = popularity_baseline(data.events, users, cutoff=cutoff, k=max(KS), days=config.candidates.popularity_days)
-    results["popularity"] = ranking_metrics(popular, evaluation["relevant"], ks=KS) | {"coverage@20": catalog_coverage(popular, evaluation["catalog_size"], k=20)}
-    results["popularity"].update(_popularity_auc(evaluation["events"], cutoff=cutoff, end=end, days=config.candidates.popularity_days))
-    stage_times = evaluation["timings"]
-    aucs = evaluation["aucs"]
-    report = {
-        "cutoff": cutoff.isoformat(),
-        "test_days": round((end - cutoff).total_seconds() / 86400, 3),
-        "queries": int(users.len()),
-        "test_exposures": aucs["exposures"],
-        "model_version": train_manifest["model_version"],
-        "precision": precision,
-        "providers": model.providers,
-        "systems": results,
-        "parity": export_manifest["parity"],
-        "timings_s": {**timings, **{f"score.{k}": v for k, v in stage_times.items()}},
-    }
-    write_json(out_dir / "metrics.json", report)
-    (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
-    return report
+def exposure_aucs(model, snapshot, events: pl.DataFrame, *, cutoff, end, history_length: int) -> dict[str, float]:
+    """AUC of p_click and p_purchase on the test period's impressions, users' histories as of the cutoff."""
+    return _aucs(exposure_predictions(model, snapshot, events, cutoff=cutoff, end=end, history_length=history_length))
 
 
-def heldout_relevance(events: pl.DataFrame, *, cutoff: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-    """Graded relevance of the test period, minus items each user had engaged with before the cutoff."""
-    labels = relevance_labels(events, start=cutoff, end=end)
-    seen = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
-    return labels.join(seen, on=[S.USER_ID, S.ITEM_ID], how="anti")
+def _aucs(exp: pl.DataFrame | None) -> dict:
+    if exp is None:
+        return {"auc_p_click": float("nan"), "auc_p_purchase": float("nan"), "exposures": 0}
+    return {"auc_p_click": auc(exp[S.P_CLICK].to_numpy(), exp["clicked"].to_numpy()), "auc_p_purchase": auc(exp[S.P_PURCHASE].to_numpy(), exp["purchased"].to_numpy()), "exposures": exp.height}
+
+
+def calibration(exp: pl.DataFrame | None) -> dict | None:
+    """Reliability of p_click and p_purchase on test exposures: at the top slot (what they promise) and at any slot."""
+    if exp is None:
+        return None
+    top = exp.filter(pl.col(S.POSITION).is_null() | (pl.col(S.POSITION) <= 1))
+    out = {}
+    for name, frame in (("top position", top), ("all positions", exp)):
+        out[name] = {
+            S.P_CLICK: reliability(frame[S.P_CLICK].to_numpy(), frame["clicked"].to_numpy()),
+            S.P_PURCHASE: reliability(frame[S.P_PURCHASE].to_numpy(), frame["purchased"].to_numpy()),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------- one export
 
 
 def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: dt.datetime, config: Config, device: str = "auto", progress=None) -> dict:
     """Recommend with an exported model as of `cutoff` and judge it on [cutoff, end).
 
     The one place that turns an EXPORT_DIR into test metrics: `recsys evaluate`, the demo and the
-    retrain gate all call it. Returns metrics (ranking metrics, coverage, exposure AUCs) and the
-    intermediate frames.
+    retrain gate all call it. Returns `metrics` (ranking metrics, coverage, exposure AUCs) and the
+    intermediate frames and objects the comparison with baselines reuses.
     """
     events = data.events.collect()
     relevant = heldout_relevance(events, cutoff=cutoff, end=end)
@@ -132,13 +337,19 @@ def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: d
     catalog = make_catalog(data.items)
     vectors = model.encode_items(item_texts(catalog.items), progress=progress)
     timings: dict = {}
-    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=max(KS), candidates=config.candidates, history_length=serving_config["history_length"], item_vectors=vectors, progress=progress, timings=timings)
+    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=K, candidates=config.candidates, history_length=serving_config["history_length"], item_vectors=vectors, progress=progress, timings=timings)
     snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)
+    available = int(snapshot.available.sum())
     metrics = ranking_metrics(recs, relevant, ks=KS)
-    metrics["coverage@20"] = catalog_coverage(recs, len(catalog), k=20)
-    aucs = exposure_aucs(model, snapshot, events, cutoff=cutoff, end=end, history_length=serving_config["history_length"])
+    metrics["coverage@20"] = catalog_coverage(recs, available, k=20)
+    exp = exposure_predictions(model, snapshot, events, cutoff=cutoff, end=end, history_length=serving_config["history_length"])
+    aucs = _aucs(exp)
     metrics.update({k: v for k, v in aucs.items() if k.startswith("auc")})
-    return {"metrics": metrics, "aucs": aucs, "recommendations": recs, "relevant": relevant, "users": users, "events": events, "model": model, "catalog_size": len(catalog), "timings": timings}
+    return {
+        "metrics": metrics, "aucs": aucs, "recommendations": recs, "relevant": relevant, "users": users, "events": events,
+        "model": model, "ranker": ranker, "serving_config": serving_config, "snapshot": snapshot, "catalog": catalog,
+        "catalog_size": available, "exposures": exp, "timings": timings,
+    }
 
 
 def _popularity_auc(events: pl.DataFrame, *, cutoff, end, days) -> dict[str, float]:
@@ -151,33 +362,357 @@ def _popularity_auc(events: pl.DataFrame, *, cutoff, end, days) -> dict[str, flo
     return {"auc_p_click": auc(exp["pop"].to_numpy(), exp["clicked"].to_numpy()), "auc_p_purchase": auc(exp["pop"].to_numpy(), exp["purchased"].to_numpy())}
 
 
-HEADLINE = (("ndcg@10", "NDCG@10"), ("recall@20", "Recall@20"), ("auc_p_click", "AUC p_click"), ("auc_p_purchase", "AUC p_purchase"))
+# --------------------------------------------------------------------------------------------- the comparison
 
 
-def headline_rows(report: dict) -> list[list[str]]:
-    rows = []
-    for name, metrics in report["systems"].items():
-        rows.append([name] + [_fmt(metrics.get(key)) for key, _ in HEADLINE])
+def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: Dataset, config: Config, *, cutoff, end, truth_dir: Path | None, log=_noop) -> tuple[dict[str, pl.DataFrame], dict, dict]:
+    """Every system's top-K for the same queries: (recommendations by system, diagnostics, timings)."""
+    timings: dict = {}
+    users, snapshot, model = evaluation["users"], evaluation["snapshot"], evaluation["model"]
+    systems = {FULL: evaluation["recommendations"]}
+    with _timed(timings, "candidates_s"):
+        cand = generate_candidates(model, snapshot, users, config.candidates, evaluation["serving_config"]["history_length"])
+        frame = with_features(cand, snapshot)
+    diagnostics = {"candidates_per_user": round(frame.height / max(users.len(), 1), 1)}
+    relevant = evaluation["relevant"]
+    found = relevant.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
+    diagnostics["candidate_recall"] = found / max(relevant.height, 1)
+    ids = evaluation["catalog"].ids
+    available_ids = ids.filter(pl.Series(snapshot.available))
+    diagnostics["reachable_share"] = relevant.filter(pl.col(S.ITEM_ID).is_in(available_ids.implode())).height / max(relevant.height, 1)
+    with _timed(timings, "baselines_s"):
+        systems[TEXT_ALONE] = rank_candidates(frame, [S.P_CLICK], descending=[True], k=K)
+        if ranker_frame is not None:
+            features = [f for f in RANKER_FEATURES if f not in TEXT_COLUMNS]
+            no_text = LambdaRanker(config.ranker, features).fit(ranker_frame)
+            scores = no_text.booster_.predict(feature_matrix(frame, features), num_iteration=no_text.booster_.best_iteration)
+            scored = frame.with_columns(pl.Series("_no_text", scores))
+            systems[NO_TEXT] = rank_candidates(scored, ["_no_text"], descending=[True], k=K)
+            diagnostics["ranker_without_text_valid_ndcg@10"] = no_text.metrics_["valid_ndcg@10"]
+        popular = popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days)
+        systems[COVISIT] = covisitation_baseline(frame, popular, k=K)
+        systems[POPULARITY] = popular
+    if truth_dir is not None:
+        with _timed(timings, "oracle_s"):
+            try:
+                systems[ORACLE] = oracle_recommendations(truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K)
+                # the same oracle limited to the candidates: how much of the gap is retrieval, how much ranking
+                diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end), relevant, ks=KS)["ndcg@10"]
+            except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
+                log(f"oracle skipped: {exc}")
+    return systems, diagnostics, timings
+
+
+def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: dict[str, Slice], *, config: Config, cutoff, end) -> tuple[dict, dict]:
+    """(metrics by system, metrics by slice and system)."""
+    relevant = evaluation["relevant"]
+    text_aucs = {k: v for k, v in evaluation["aucs"].items() if k.startswith("auc")}
+    popularity_aucs = _popularity_auc(evaluation["events"], cutoff=cutoff, end=end, days=config.candidates.popularity_days)
+    results: dict[str, dict] = {}
+    by_slice: dict[str, dict] = {}
+    for name, part in slices.items():
+        rel = slice_relevance(relevant, part)
+        queries = rel.select(S.USER_ID).n_unique()
+        by_slice[name] = {"kind": part.kind, "description": part.description, "queries": queries, "relevant_pairs": rel.height, "systems": {}}
+        for system, recs in systems.items():
+            m = ranking_metrics(recs, rel, ks=KS) if queries else {}
+            by_slice[name]["systems"][system] = {key: m.get(key, float("nan")) for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")}
+    for system, recs in systems.items():
+        metrics = evaluation["metrics"] if system == FULL else ranking_metrics(recs, relevant, ks=KS)
+        metrics = dict(metrics)
+        metrics["coverage@20"] = catalog_coverage(recs, evaluation["catalog_size"], k=20)
+        aucs = text_aucs if system in (FULL, TEXT_ALONE) else popularity_aucs if system == POPULARITY else {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
+        metrics.update(aucs)
+        for name, key in ((COLD_ITEMS, "cold_items_ndcg@10"), (NEW_USERS, "new_users_ndcg@10")):
+            if name in by_slice:
+                metrics[key] = by_slice[name]["systems"][system]["ndcg@10"]
+        results[system] = metrics
+    if ORACLE in results:
+        best = results[ORACLE]["ndcg@10"]
+        for metrics in results.values():
+            metrics["oracle_share@10"] = metrics["ndcg@10"] / best if best > 0 else float("nan")
+    return results, by_slice
+
+
+# --------------------------------------------------------------------------------------------- ablations, cross-domain
+
+
+def ablation_variants(config: Config) -> list[tuple[str, str, Config]]:
+    """(name, what changes, config): each flips one of the design's options relative to `config`."""
+    variants = []
+    multitask = any(t.name == "purchase" for t in config.tasks)
+    if multitask:
+        variants.append(("click only", "the purchase task removed: tasks = [click]", config.replace(tasks=[{"name": "click", "weight": 1.0}])))
+    else:
+        variants.append(("click + purchase", "the purchase task added (ESMM)", config.replace(tasks=[{"name": "click", "weight": 1.0}, {"name": "purchase", "weight": 1.0}])))
+    if config.model.freeze_layers != -1:
+        variants.append(("frozen encoder", "model.freeze_layers = -1: only the projection, user attention and heads learn", config.replace(model={"freeze_layers": -1})))
+    else:
+        variants.append(("fine-tuned encoder", "model.freeze_layers = 0", config.replace(model={"freeze_layers": 0})))
+    if config.train.mlm_epochs == 0:
+        variants.append(("with MLM pretraining", "train.mlm_epochs = 1: masked-LM on the catalog text before fine-tuning", config.replace(train={"mlm_epochs": 1})))
+    else:
+        variants.append(("without MLM pretraining", "train.mlm_epochs = 0", config.replace(train={"mlm_epochs": 0})))
+    return variants
+
+
+def describe_config(config: Config) -> str:
+    tasks = " + ".join(t.name for t in config.tasks)
+    encoder = "frozen encoder" if config.model.freeze_layers == -1 else f"fine-tuned encoder ({config.model.freeze_layers} lower layers frozen)" if config.model.freeze_layers else "fine-tuned encoder"
+    mlm = f"{config.train.mlm_epochs} MLM epoch(s)" if config.train.mlm_epochs else "no MLM pretraining"
+    return f"{tasks}, {encoder}, {mlm}"
+
+
+ABLATION_KEYS = ("ndcg@10", "recall@20", "mrr@10", "auc_p_click", "auc_p_purchase")
+
+
+def run_ablations(data: Dataset, config: Config, base_metrics: dict, *, cutoff, end, folder: Path, precision: str, device: str, progress=None, log=_noop) -> dict:
+    """Train, export and evaluate each variant of `ablation_variants` with the same protocol."""
+    from export.onnx_export import export_model
+
+    rows = {"as configured": {"changes": describe_config(config), **{k: base_metrics.get(k) for k in ABLATION_KEYS}}}
+    for name, changes, variant in ablation_variants(config):
+        log(f"ablation: {name}")
+        slug = name.replace(" ", "-").replace("+", "plus")
+        timings: dict = {}
+        with _timed(timings, "train_s"):
+            train_pipeline(data.items_path, data.events_path, folder / slug / "model", variant, data=data, until=cutoff, progress=progress, log=log)
+        with _timed(timings, "export_s"):
+            export_model(folder / slug / "model", folder / slug / "export", precision=precision, log=log)
+        with _timed(timings, "score_s"):
+            result = evaluate_export(folder / slug / "export", data, cutoff=cutoff, end=end, config=variant, device=device, progress=progress)
+        rows[name] = {"changes": changes, **{k: result["metrics"].get(k) for k in ABLATION_KEYS}, "timings_s": timings}
     return rows
 
 
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def pick_holdout_domain(items: pl.LazyFrame, relevant: pl.DataFrame, requested: str | None) -> str | None:
+    """The domain to hold out: `requested`, or the one with the most test queries ("auto"); None for one domain."""
+    catalog = items.select(S.ITEM_ID, S.DOMAIN).collect()
+    domains = sorted(catalog[S.DOMAIN].drop_nulls().unique().to_list())
+    if requested not in (None, "auto"):
+        if requested not in domains:
+            raise RecsysError(f"--holdout-domain: {requested!r} is not a domain of the items (found: {', '.join(domains) or 'none'})")
+        return requested
+    if len(domains) < 2:
+        return None
+    counts = relevant.join(catalog, on=S.ITEM_ID).group_by(S.DOMAIN).agg(pl.col(S.USER_ID).n_unique().alias("queries")).sort(["queries", S.DOMAIN], descending=[True, False])
+    return counts[S.DOMAIN][0] if counts.height else None
+
+
+def cross_domain(data: Dataset, config: Config, domain: str, *, cutoff, end, folder: Path, precision: str, device: str, truth_dir: Path | None, progress=None, log=_noop) -> dict | None:
+    """Zero-shot transfer: train without any event of `domain`, rank that domain's items for its test users.
+
+    The model never saw an interaction with the domain; its items are scored from their text. Popularity
+    within the domain is computed from the domain's real pre-cutoff events: what a system that did see the
+    domain gets with the simplest model.
+    """
+    from export.onnx_export import export_model
+
+    timings: dict = {}
+    items = data.items.collect()
+    in_domain = items.filter(pl.col(S.DOMAIN) == domain)[S.ITEM_ID]
+    kept = data.events.filter(~pl.col(S.ITEM_ID).is_in(in_domain.implode()))
+    events = data.events.collect()
+    relevant = heldout_relevance(events, cutoff=cutoff, end=end).filter(pl.col(S.ITEM_ID).is_in(in_domain.implode()))
+    users = relevant.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
+    if users.len() == 0:
+        log(f"cross-domain skipped: nobody engages with domain {domain!r} in the test period")
+        return None
+    log(f"cross-domain: training without any event of domain {domain!r}")
+    with _timed(timings, "train_s"):
+        train_pipeline(data.items_path, data.events_path, folder / "model", config, data=dataclasses.replace(data, events=kept), until=cutoff, progress=progress, log=log)
+    with _timed(timings, "export_s"):
+        export_model(folder / "model", folder / "export", precision=precision, log=log)
+    with _timed(timings, "score_s"):
+        _, serving_config, model, ranker = load_export(folder / "export", device=device)
+        catalog = make_catalog(items)
+        vectors = model.encode_items(item_texts(catalog.items), progress=progress)
+        snapshot = build_snapshot(catalog, vectors, kept, data.items, cutoff=cutoff, config=config.candidates)
+        allowed = catalog.items[S.DOMAIN].eq(domain).fill_null(False).to_numpy()
+        snapshot = dataclasses.replace(snapshot, available=snapshot.available & allowed)
+        cand = generate_candidates(model, snapshot, users, config.candidates, serving_config["history_length"])
+        # the rule "never recommend what the user already clicked or bought" needs no learning: apply it with the full log
+        cand = cand.join(_engaged_pairs(events, cutoff), on=[S.USER_ID, S.ITEM_ID], how="anti")
+        frame = with_features(cand, snapshot)
+        systems = {
+            f"{FULL} (zero-shot)": top_k(frame, ranker.predict(frame), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
+            f"{TEXT_ALONE} (zero-shot)": rank_candidates(frame, [S.P_CLICK], descending=[True], k=K),
+            f"{POPULARITY} within the domain": popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain),
+        }
+        if truth_dir is not None:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                systems[f"{ORACLE} within the domain"] = oracle_recommendations(truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed)
+    results = {}
+    for name, recs in systems.items():
+        m = ranking_metrics(recs, relevant, ks=KS)
+        results[name] = {k: m[k] for k in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")}
+    return {"domain": domain, "queries": int(users.len()), "items": int(allowed.sum()), "systems": results, "timings_s": timings}
+
+
+# --------------------------------------------------------------------------------------------- the job
+
+
+def evaluate_pipeline(
+    items_path,
+    events_path,
+    out_dir,
+    config: Config,
+    *,
+    test_days: float | None = 3,
+    cutoff: dt.datetime | str | None = None,
+    precision: str = "fp32",
+    device: str = "auto",
+    ablations: bool = False,
+    holdout_domain: str | None = None,
+    progress=None,
+    log=_noop,
+) -> dict:
+    """Train → export → recommend as of the cutoff → every system, slice, calibration; REPORT_DIR with plots.
+
+    `ablations` adds one training run per design option (multi-task, fine-tuning, MLM pretraining) and the
+    cross-domain run (a domain held out entirely); each costs about as much as the main training.
+    """
+    from export.onnx_export import export_model
+    from recsys.report import write_report
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    data = load_dataset(items_path, events_path)
+    cutoff, end = split_test_period(data.events, test_days=test_days, cutoff=parse_cutoff(cutoff), source=events_path)
+    timings: dict[str, float] = {}
+    artifacts = out_dir / "artifacts"
+    truth_dir = truth_folder(data)
+
+    log(f"train on events before {cutoff:%Y-%m-%d %H:%M}, test on [{cutoff:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+    kept: dict = {}
+    with _timed(timings, "train_s"):
+        train_manifest = train_pipeline(items_path, events_path, artifacts / "model", config, data=data, until=cutoff, progress=progress, log=log, keep=kept)
+    with _timed(timings, "export_s"):
+        export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
+    with _timed(timings, "score_s"):
+        evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
+    evaluation["recommendations"].write_parquet(artifacts / "test_recommendations.parquet")
+    systems, diagnostics, comparison_timings = compare_systems(evaluation, kept.get("ranker_frame"), data, config, cutoff=cutoff, end=end, truth_dir=truth_dir, log=log)
+    timings.update(comparison_timings)
+    with _timed(timings, "slices_s"):
+        slices = define_slices(data.events, data.items, cutoff=cutoff, users=evaluation["users"])
+        results, by_slice = system_metrics(systems, evaluation, slices, config=config, cutoff=cutoff, end=end)
+
+    ablation_rows = cross = None
+    if ablations:
+        with _timed(timings, "ablations_s"):
+            ablation_rows = run_ablations(data, config, results[FULL], cutoff=cutoff, end=end, folder=artifacts / "ablations", precision=precision, device=device, progress=progress, log=log)
+        domain = pick_holdout_domain(data.items, evaluation["relevant"], holdout_domain)
+        if domain is None:
+            log("cross-domain skipped: the items have a single domain")
+        else:
+            with _timed(timings, "cross_domain_s"):
+                cross = cross_domain(data, config, domain, cutoff=cutoff, end=end, folder=artifacts / "cross-domain", precision=precision, device=device, truth_dir=truth_dir, progress=progress, log=log)
+
+    model_metrics = json.loads((artifacts / "model" / "metrics.json").read_text(encoding="utf-8"))
+    timings.update({f"train.{k}": v for k, v in model_metrics.get("timings_s", {}).items()})
+    timings.update({f"score.{k}": v for k, v in evaluation["timings"].items()})
+    timings["total_s"] = round(time.perf_counter() - started, 2)
+    aucs = evaluation["aucs"]
+    report = {
+        "kind": "recsys-evaluation",
+        "cutoff": cutoff.isoformat(),
+        "end": end.isoformat(),
+        "test_days": round((end - cutoff).total_seconds() / 86400, 3),
+        "queries": int(evaluation["users"].len()),
+        "relevant_pairs": evaluation["relevant"].height,
+        "catalog_items": len(evaluation["catalog"]),
+        "items_at_cutoff": evaluation["catalog_size"],
+        "test_exposures": aucs["exposures"],
+        "ground_truth": str(truth_dir) if truth_dir else None,
+        "model_version": train_manifest["model_version"],
+        "config": describe_config(config),
+        "precision": precision,
+        "providers": evaluation["model"].providers,
+        "diagnostics": {**diagnostics, "ranker_window_candidate_recall": model_metrics.get("candidate_recall")},
+        "systems": results,
+        "slices": by_slice,
+        "calibration": calibration(evaluation["exposures"]),
+        "ablations": ablation_rows,
+        "cross_domain": cross,
+        "targets": targets(results, by_slice, ablation_rows),
+        "training": {"text_model": model_metrics.get("text_model", {}).get("curves"), "ranker": {k: v for k, v in model_metrics.get("ranker", {}).items() if k != "feature_importance_gain"}, "ranker_feature_importance": model_metrics.get("ranker", {}).get("feature_importance_gain")},
+        "parity": export_manifest["parity"],
+        "timings_s": timings,
+    }
+    with _timed(timings, "report_s"):
+        write_report(out_dir, report)
+    return report
+
+
+def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[dict]:
+    """The issue's targets, measured: what was asked, what was seen, met or not."""
+    out = []
+    full = results[FULL]
+    baselines = [name for name in results if name not in (FULL, ORACLE)]
+
+    def add(name, value, threshold, met):
+        out.append({"target": name, "value": value, "threshold": threshold, "met": bool(met)})
+
+    if ORACLE in results:
+        add("full system NDCG@10 ≥ 80% of the oracle's", full.get("oracle_share@10"), 0.8, full.get("oracle_share@10", 0) >= 0.8)
+    best = max(baselines, key=lambda n: results[n]["ndcg@10"]) if baselines else None
+    if best:
+        add(f"full system beats every baseline on NDCG@10 (best baseline: {best})", _ratio(full["ndcg@10"], results[best]["ndcg@10"]), 1.0, full["ndcg@10"] > results[best]["ndcg@10"])
+    cold = by_slice.get(COLD_ITEMS, {}).get("systems", {})
+    if cold.get(FULL) and by_slice[COLD_ITEMS]["queries"]:
+        for name in (COVISIT, POPULARITY):
+            if name in cold:
+                ratio = _ratio(cold[FULL]["ndcg@10"], cold[name]["ndcg@10"])
+                add(f"cold-start items: NDCG@10 ≥ 2× {name}'s", ratio, 2.0, ratio >= 2.0)
+    for name in (POPULARITY, COVISIT):
+        if name in results:
+            ratio = _ratio(full["ndcg@10"], results[name]["ndcg@10"])
+            add(f"NDCG@10 ≥ 1.2× {name}'s (the MovieLens target)", ratio, 1.2, ratio >= 1.2)
+    if ablation_rows:
+        base = ablation_rows["as configured"]
+        if "click only" in ablation_rows:
+            add("multi-task p_purchase AUC ≥ click-only's", base["auc_p_purchase"] - ablation_rows["click only"]["auc_p_purchase"], 0.0, base["auc_p_purchase"] >= ablation_rows["click only"]["auc_p_purchase"])
+        if "frozen encoder" in ablation_rows:
+            add("fine-tuned NDCG@10 ≥ frozen encoder's", base["ndcg@10"] - ablation_rows["frozen encoder"]["ndcg@10"], 0.0, base["ndcg@10"] >= ablation_rows["frozen encoder"]["ndcg@10"])
+    return out
+
+
+def _ratio(value: float, reference: float) -> float:
+    """value / reference; +inf when only the reference is 0, 0 when both are (0 is not twice 0)."""
+    if reference > 0:
+        return value / reference
+    return float("inf") if value > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------- console table
+
+HEADLINE = (
+    ("ndcg@10", "NDCG@10"),
+    ("recall@20", "Recall@20"),
+    ("mrr@10", "MRR@10"),
+    ("cold_items_ndcg@10", "cold NDCG@10"),
+    ("auc_p_click", "AUC click"),
+    ("auc_p_purchase", "AUC buy"),
+    ("oracle_share@10", "% oracle"),
+)
+
+
+def headline_rows(report: dict) -> list[list[str]]:
+    """One row per system: the HEADLINE metrics, '–' where a metric does not apply."""
+    keys = [key for key, _ in headline_columns(report)]
+    return [[name] + [_fmt(metrics.get(key), percent=key == "oracle_share@10") for key in keys] for name, metrics in report["systems"].items()]
+
+
+def headline_columns(report: dict) -> list[tuple[str, str]]:
+    """HEADLINE minus the columns no system has a value for (no oracle on real data, no AUC without impressions)."""
+    def present(key):
+        return any(_fmt(m.get(key)) != "–" for m in report["systems"].values())
+
+    return [(key, label) for key, label in HEADLINE if present(key)]
+
+
+def _fmt(value, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and (np.isnan(value) or np.isinf(value))):
         return "–"
-    return f"{value:.4f}"
-
-
-def render_markdown(report: dict) -> str:
-    head = "| system | " + " | ".join(label for _, label in HEADLINE) + " |"
-    lines = [
-        "# recsys evaluation",
-        "",
-        f"Cutoff {report['cutoff']}, test period {report['test_days']} days, {report['queries']} query users, "
-        f"{report['test_exposures']} test exposures; model {report['model_version']} ({report['precision']}, {', '.join(report['providers'])}).",
-        "",
-        head,
-        "|" + "---|" * (len(HEADLINE) + 1),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(report)]
-    lines += ["", "All metrics: `metrics.json`.", ""]
-    return "\n".join(lines)
+    return f"{value:.0%}" if percent else f"{value:.4f}"
