@@ -49,10 +49,29 @@ def _read_one(path: Path) -> pl.DataFrame:
     return frame
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read one Parquet/CSV file, or every such file in a directory, into one frame."""
+def read_table(path: str | Path, report: "LoadReport | None" = None) -> pl.DataFrame:
+    """Read one Parquet/CSV file, or every such file in a directory, into one frame.
+
+    In a directory of daily files an empty file (a quiet day) is skipped with a warning rather than
+    failing the nightly job; a directory of nothing but empty files is still an error.
+    """
     path = Path(path)
-    frames = [_read_one(p) for p in _files(path)]
+    files = _files(path)
+    if path.is_dir() and len(files) > 1:
+        frames, empty = [], []
+        for file in files:
+            try:
+                frames.append(_read_one(file))
+            except SchemaError as exc:
+                if exc.problem != "file holds no rows":
+                    raise
+                empty.append(file.name)
+        if not frames:
+            raise SchemaError(path, None, "every file in the directory is empty")
+        if empty and report is not None:
+            report.warnings.append(f"{path}: skipped {len(empty)} empty file(s) (e.g. {', '.join(empty[:3])})")
+    else:
+        frames = [_read_one(p) for p in files]
     if len(frames) == 1:
         return frames[0]
     try:
@@ -324,7 +343,7 @@ def load_events(path: str | Path, *, items: pl.LazyFrame | None = None, report: 
     """
     report = report if report is not None else LoadReport()
     item_dtype = items.collect_schema()[S.ITEM_ID] if items is not None else None
-    events = validate_events(read_table(path), path, item_id_dtype=item_dtype, report=report, now=now)
+    events = validate_events(read_table(path, report), path, item_id_dtype=item_dtype, report=report, now=now)
     if items is not None:
         known = items.select(S.ITEM_ID).collect()[S.ITEM_ID]
         keep = events[S.ITEM_ID].is_in(known.implode())

@@ -116,3 +116,18 @@ def test_string_ids_work_end_to_end(tmp_path):
     events_frame(**{S.ITEM_ID: ["a", "b", "c"], S.USER_ID: ["u1", "u1", "u2"]}).write_parquet(tmp_path / "events.parquet")
     data = load_dataset(tmp_path / "items.parquet", tmp_path / "events.parquet")
     assert data.events.collect_schema()[S.ITEM_ID] == pl.String
+
+
+def test_an_empty_daily_file_is_skipped_with_a_warning(tmp_path):
+    items_frame().write_parquet(tmp_path / "items.parquet")
+    days = tmp_path / "events"
+    days.mkdir()
+    events_frame().write_parquet(days / "2026-01-01.parquet")
+    events_frame().head(0).write_parquet(days / "2026-01-02.parquet")
+    data = load_dataset(tmp_path / "items.parquet", days)
+    assert data.events.collect().height == 3
+    assert any("2026-01-02.parquet" in warning for warning in data.report.warnings)
+    (days / "2026-01-01.parquet").unlink()
+    events_frame().head(0).write_parquet(days / "2026-01-03.parquet")
+    with pytest.raises(SchemaError, match="every file in the directory is empty"):
+        load_dataset(tmp_path / "items.parquet", days)
