@@ -42,10 +42,9 @@ from recsys.config import Config
 from recsys.data import Dataset, load_dataset
 from recsys.errors import RecsysError
 from recsys.interactions import exposures, has_impressions
-from recsys.io import write_json
 from recsys.metrics import auc, catalog_coverage, ranking_metrics
 from recsys.pipeline import _noop, time_bounds, train_pipeline
-from recsys.ranker import RELEVANCE, LambdaRanker, relevance_labels
+from recsys.ranker import LambdaRanker, relevance_labels
 from serving.candidates import MODEL_COLUMNS, build_snapshot, generate_candidates, user_vectors
 from serving.catalog import Catalog, make_catalog
 from serving.ranking import RANKER_FEATURES, feature_matrix, top_k, with_features
@@ -204,6 +203,16 @@ def oracle_rerank(truth_dir: Path, frame: pl.DataFrame, *, cutoff: dt.datetime, 
 
     p_click, p_purchase = true_probabilities(truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
     return rank_candidates(frame.with_columns(pl.Series("_gain", p_click + 2.0 * p_purchase)), ["_gain"], descending=[True], k=k)
+
+
+def oracle_exposure_aucs(truth_dir: Path, exp: pl.DataFrame | None, *, cutoff: dt.datetime, end: dt.datetime) -> dict[str, float]:
+    """AUC of the true probabilities on the test impressions: how well any model of P(click | shown) can separate them."""
+    from recsys.generate import true_probabilities
+
+    if exp is None:
+        return {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
+    p_click, p_purchase = true_probabilities(truth_dir, exp[S.USER_ID].to_numpy(), exp[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
+    return {"auc_p_click": auc(p_click, exp["clicked"].to_numpy()), "auc_p_purchase": auc(p_purchase, exp["purchased"].to_numpy())}
 
 
 def truth_folder(data: Dataset) -> Path | None:
@@ -398,13 +407,15 @@ def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: D
                 systems[ORACLE] = oracle_recommendations(truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K)
                 # the same oracle limited to the candidates: how much of the gap is retrieval, how much ranking
                 diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end), relevant, ks=KS)["ndcg@10"]
+                diagnostics["oracle_aucs"] = oracle_exposure_aucs(truth_dir, evaluation["exposures"], cutoff=cutoff, end=end)
             except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
                 log(f"oracle skipped: {exc}")
     return systems, diagnostics, timings
 
 
-def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: dict[str, Slice], *, config: Config, cutoff, end) -> tuple[dict, dict]:
+def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: dict[str, Slice], *, config: Config, cutoff, end, oracle_aucs: dict | None = None) -> tuple[dict, dict]:
     """(metrics by system, metrics by slice and system)."""
+    oracle_aucs = oracle_aucs or {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
     relevant = evaluation["relevant"]
     text_aucs = {k: v for k, v in evaluation["aucs"].items() if k.startswith("auc")}
     popularity_aucs = _popularity_auc(evaluation["events"], cutoff=cutoff, end=end, days=config.candidates.popularity_days)
@@ -421,7 +432,7 @@ def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: d
         metrics = evaluation["metrics"] if system == FULL else ranking_metrics(recs, relevant, ks=KS)
         metrics = dict(metrics)
         metrics["coverage@20"] = catalog_coverage(recs, evaluation["catalog_size"], k=20)
-        aucs = text_aucs if system in (FULL, TEXT_ALONE) else popularity_aucs if system == POPULARITY else {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
+        aucs = text_aucs if system in (FULL, TEXT_ALONE) else popularity_aucs if system == POPULARITY else oracle_aucs if system == ORACLE else {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
         metrics.update(aucs)
         for name, key in ((COLD_ITEMS, "cold_items_ndcg@10"), (NEW_USERS, "new_users_ndcg@10")):
             if name in by_slice:
@@ -596,7 +607,7 @@ def evaluate_pipeline(
     timings.update(comparison_timings)
     with _timed(timings, "slices_s"):
         slices = define_slices(data.events, data.items, cutoff=cutoff, users=evaluation["users"])
-        results, by_slice = system_metrics(systems, evaluation, slices, config=config, cutoff=cutoff, end=end)
+        results, by_slice = system_metrics(systems, evaluation, slices, config=config, cutoff=cutoff, end=end, oracle_aucs=diagnostics.pop("oracle_aucs", None))
 
     ablation_rows = cross = None
     if ablations:
@@ -640,8 +651,7 @@ def evaluate_pipeline(
         "parity": export_manifest["parity"],
         "timings_s": timings,
     }
-    with _timed(timings, "report_s"):
-        write_report(out_dir, report)
+    write_report(out_dir, report)  # plots/, metrics.json, then report.md
     return report
 
 

@@ -34,10 +34,21 @@ def write_report(out_dir: str | Path, report: dict) -> dict[str, str]:
     with atomic_dir(out_dir / PLOTS_DIR) as tmp:
         plots = {name: f"{PLOTS_DIR}/{path.name}" for name, path in draw_plots(report, tmp).items()}
     report["plots"] = plots
-    write_json(out_dir / "metrics.json", report)
+    write_json(out_dir / "metrics.json", strict_json(report))
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
     return plots
+
+
+def strict_json(value):
+    """NaN and ±inf (a metric that does not apply, a ratio to zero) as null: metrics.json stays valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------------- markdown
@@ -87,7 +98,7 @@ def render_markdown(report: dict) -> str:
         "## Systems",
         "",
         "All systems answer the same queries with the same exclusions; the learned ones rank the same candidates "
-        f"(~{d.get('candidates_per_user', '?')} per user: text retrieval, co-visitation, popularity).",
+        f"(~{d.get('candidates_per_user', '?')} per user, from every candidate source of the shipped system).",
         "",
         "- **text model + ranker**: the shipped system, scored through `serving.score.recommend` from the ONNX export;",
         "- **text model alone**: the candidates ranked by the text model's p_click;",
@@ -98,7 +109,7 @@ def render_markdown(report: dict) -> str:
     if "oracle" in systems:
         lines.append("- **oracle**: the generator's true probabilities (expected gain p_click + 2·p_purchase at the middle of the test period); the best a ranking can expect, not a bound on the logged metrics.")
     lines += ["", *_table(["system", *[label for _, label in columns]], [[name, *[(_pct if key == "oracle_share@10" else _num)(m.get(key)) for key, _ in columns]] for name, m in systems.items()])]
-    lines += ["", "AUCs are on the test period's impressions (p_click vs clicked, p_purchase vs bought); the ranker's score is not a probability, so only the text model and popularity (its click count) have them.", ""]
+    lines += ["", "AUCs are on the test period's impressions (p_click vs clicked, p_purchase vs bought); the ranker's score is not a probability, so only the text model, popularity (its click count) and the oracle (the true probabilities) have them.", ""]
     if "systems" in plots:
         lines += [f"![metrics per system]({plots['systems']})", ""]
 
@@ -367,10 +378,12 @@ def _plot_ablations(report: dict, plt):
     for ax, (key, label) in zip(axes, panels):
         names = list(ab)[::-1]
         values = [ab[n][key] if _finite(ab[n][key]) else 0.0 for n in names]
-        bars = ax.barh(names, values, color=["#1f5fa8" if n == "as configured" else "#9bbbe0" for n in names])
+        auc_panel = key.startswith("auc")
+        left = 0.5 if auc_panel else 0.0  # an AUC of 0.5 is chance: bars start there
+        bars = ax.barh(names, [v - left for v in values], left=left, color=["#1f5fa8" if n == "as configured" else "#9bbbe0" for n in names])
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=3, fontsize=9)
-        ax.set_xlim(0, max(values + [1e-9]) * 1.25)
-        ax.set_xlabel(label)
+        ax.set_xlim(left, left + (max(values + [left + 1e-9]) - left) * 1.25)
+        ax.set_xlabel(f"{label} (0.5 = chance)" if auc_panel else label)
         ax.set_title(f"Ablations: {label}")
     if cross:
         ax = axes[-1]

@@ -52,7 +52,7 @@ def evaluated(tiny_shop, tiny_config, tmp_path_factory):
 
 def test_evaluate_writes_report_plots_and_json(evaluated):
     out, report = evaluated
-    on_disk = json.loads((out / "metrics.json").read_text())
+    on_disk = json.loads((out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON"))
     assert on_disk["queries"] == report["queries"] > 0
     assert set(on_disk["systems"]) == {FULL, "text model alone", "ranker without text", "co-visitation", "popularity", ORACLE}
     for metrics in on_disk["systems"].values():
@@ -60,6 +60,7 @@ def test_evaluate_writes_report_plots_and_json(evaluated):
             assert 0 <= metrics[key] <= 1
     assert 0 <= on_disk["systems"][FULL]["auc_p_click"] <= 1
     assert on_disk["systems"][ORACLE]["oracle_share@10"] == pytest.approx(1.0)
+    assert 0 <= on_disk["systems"][ORACLE]["auc_p_click"] <= 1  # the true probabilities on the test impressions
     # every system is judged on the same queries
     assert {m["users"] for m in on_disk["systems"].values()} == {float(report["queries"])}
     text = (out / "report.md").read_text()
