@@ -24,6 +24,7 @@ class ModelConfig:
     dim: int = 128  # width of item / user vectors
     history_length: int = 20  # most recent clicked items that make a user's interest
     heads: int = 4  # attention heads of the user-interest pooling
+    scorer_hidden: int = 64  # width of the shared click/purchase MLP; it runs per (user, candidate) pair
     dropout: float = 0.1
     freeze_layers: int = 0  # lower encoder layers kept frozen (parameter-efficient fine-tuning); -1 = all
 

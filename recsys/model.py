@@ -158,7 +158,7 @@ class TextRecModel(nn.Module):
         self.config = config
         self.items = ItemEncoder(encoder, config.dim)
         self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
-        self.scorer = InterestScorer(config.dim, config.dropout)
+        self.scorer = InterestScorer(config.dim, config.dropout, config.scorer_hidden)
         self.position_bias = PositionBias()
         # learned task weights (log variances, Kendall et al. 2018); used when task_weighting = "uncertainty"
         self.task_log_vars = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in (*task_names, "retrieval")})

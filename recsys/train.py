@@ -28,6 +28,7 @@ from serving.text import ItemTokenizer, item_texts
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 TEXT_MODEL_FILE = "text_model.safetensors"
+POSITION_BIAS_LR = 0.03
 ENCODER_DIR = "encoder"
 
 
@@ -177,8 +178,11 @@ def train_text_model(
     rng = np.random.default_rng(config.train.seed)
 
     encoder_params = [p for p in model.items.encoder.parameters() if p.requires_grad]
-    other_params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("items.encoder.")]
+    other_params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("items.encoder.", "position_bias."))]
     groups = [{"params": other_params, "lr": config.train.head_lr}]
+    # a few dozen scalars that must travel ~1-2 in log-odds within a few hundred steps: Adam moves a
+    # parameter about one learning rate per step, so they get their own, larger one
+    groups.append({"params": list(model.position_bias.parameters()), "lr": POSITION_BIAS_LR, "weight_decay": 0.0})
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.train.encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.train.weight_decay)

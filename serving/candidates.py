@@ -6,6 +6,7 @@ with argpartition), never a Python loop over users or items.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,6 +95,25 @@ def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_leng
     return model.user_vectors(vectors.astype(np.float32), mask.astype(np.float32)), history
 
 
+def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Unordered column indices of each row's k largest scores; rows split across cores (numpy's
+    partition releases the GIL), no negated copy of the (B, N) matrix."""
+    rows, n = scores.shape
+    if k >= n:
+        return np.tile(np.arange(n), (rows, 1))
+
+    def part(block: np.ndarray) -> np.ndarray:
+        return np.argpartition(block, n - k, axis=1)[:, n - k :]
+
+    workers = min(os.cpu_count() or 1, max(1, rows // 128))
+    if workers == 1:
+        return part(scores)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(part, np.array_split(scores, workers))))
+
+
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row in block, item index) of every seen pair of the block's users."""
     seen_users = snapshot.seen["user_index"].to_numpy()
@@ -151,7 +171,7 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         if len(unavailable):
             sims[:, unavailable] = -np.inf
         sims[seen_rows, seen_cols] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (len(user_index), 1))
+        top = _top_k_columns(sims, k)
         top_sims = np.take_along_axis(sims, top, 1)
         order = np.lexsort((top, -top_sims), axis=1)
         top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
