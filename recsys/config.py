@@ -55,12 +55,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RankerConfig:
-    num_leaves: int = 31
+    num_leaves: int = 15
     learning_rate: float = 0.05
-    n_estimators: int = 400
-    early_stopping_rounds: int = 40
-    min_data_in_leaf: int = 20
-    valid_fraction: float = 0.2  # share of the ranker window's users held out for early stopping
+    n_estimators: int = 200
+    min_data_in_leaf: int = 40
+    cv_folds: int = 4  # user-level folds that choose the number of trees (up to n_estimators)
+    lambda_l2: float = 1.0
     seed: int = 7
 
 

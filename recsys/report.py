@@ -173,7 +173,7 @@ def render_markdown(report: dict) -> str:
         lines += ["## Training", ""]
         ranker = training.get("ranker") or {}
         if ranker:
-            lines.append(f"Ranker: {ranker.get('best_iteration')} trees (early-stopped), validation NDCG@10 {_num(ranker.get('valid_ndcg@10'))} on {ranker.get('valid_users')} held-out users of the ranker window.")
+            lines.append(f"Ranker: {ranker.get('best_iteration')} trees (chosen by {ranker.get('cv_folds')}-fold cross-validation over the ranker window's {ranker.get('users')} users), cross-validated NDCG@10 {_num(ranker.get('valid_ndcg@10'))}.")
         importance = training.get("ranker_feature_importance") or {}
         if importance:
             total = sum(importance.values()) or 1.0
@@ -353,7 +353,7 @@ def _plot_training(report: dict, plt):
     if ranker.get("valid_ndcg@10_curve"):
         ax = axes[-1]
         curve = ranker["valid_ndcg@10_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, "-", color="#e08a2c", label="validation NDCG@10")
+        ax.plot(range(1, len(curve) + 1), curve, "-", color="#e08a2c", label="cross-validated NDCG@10 (mean of folds)")
         best = ranker.get("best_iteration")
         if best:
             ax.axvline(best, color="#555555", linestyle=":", label=f"kept: {best} trees")

@@ -69,7 +69,7 @@ def tiny_config(tiny_encoder):
     return Config().replace(
         model={"encoder_path": str(tiny_encoder), "dim": 16, "heads": 2, "history_length": 5, "max_length": 24},
         train={"head_epochs": 1, "epochs": 1, "items_per_batch": 32, "exposures_per_item": 16},
-        ranker={"n_estimators": 30, "early_stopping_rounds": 10, "min_data_in_leaf": 5},
+        ranker={"n_estimators": 30, "min_data_in_leaf": 5},
         candidates={"text": 20, "covisit": 10, "popular": 10},
         windows={"ranker_days": 3.0},
     )

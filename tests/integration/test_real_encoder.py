@@ -53,7 +53,7 @@ def test_train_export_score_with_the_real_encoder(tmp_path):
     cfg = Config().replace(
         model={"freeze_layers": 4, "history_length": 8, "max_length": 32},
         train={"head_epochs": 1, "epochs": 1, "items_per_batch": 64, "exposures_per_item": 8},
-        ranker={"n_estimators": 20, "early_stopping_rounds": 5, "min_data_in_leaf": 5},
+        ranker={"n_estimators": 20, "min_data_in_leaf": 5},
         windows={"ranker_days": 3.0},
     )
     train_pipeline(shop / "items.parquet", shop / "events", tmp_path / "model", cfg)
