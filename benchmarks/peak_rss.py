@@ -1,4 +1,8 @@
-"""Run a module like `python -m`, then print its peak resident memory as JSON (the last line of stdout)."""
+"""Run a module like `python -m`, then print its peak resident memory as JSON (the last line of stdout).
+
+The peak is VmHWM from /proc/self/status: unlike getrusage's ru_maxrss, Linux resets it at exec, so a
+child started from a big parent does not inherit the parent's peak.
+"""
 
 import atexit
 import json
@@ -7,9 +11,19 @@ import runpy
 import sys
 
 
+def peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def report() -> None:
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mib": peak_kib / 1024}), flush=True)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from recsys import schema as S
+from recsys.io import atomic_path
 from recsys.config import Config
 from recsys.data import Dataset, load_dataset
 from recsys.errors import RecsysError
@@ -602,7 +603,8 @@ def evaluate_pipeline(
         export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
     with _timed(timings, "score_s"):
         evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
-    evaluation["recommendations"].write_parquet(artifacts / "test_recommendations.parquet")
+    with atomic_path(artifacts / "test_recommendations.parquet") as tmp:
+        evaluation["recommendations"].write_parquet(tmp)
     systems, diagnostics, comparison_timings = compare_systems(evaluation, kept.get("ranker_frame"), data, config, cutoff=cutoff, end=end, truth_dir=truth_dir, log=log)
     timings.update(comparison_timings)
     with _timed(timings, "slices_s"):

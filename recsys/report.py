@@ -205,7 +205,8 @@ def draw_plots(report: dict, folder: Path) -> dict[str, Path]:
         if fig is None:
             continue
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         plt.close(fig)
         drawn[name] = path
     return drawn
