@@ -140,16 +140,11 @@ class Registry:
 
     def verify(self, version: str) -> dict:
         """The version's manifest after checking every file of its model and export against the recorded sha256."""
-        from serving.artifacts import verify_files
+        from serving.artifacts import check_files, verify_files
 
         folder = self.version_dir(version)
         manifest = self.manifest(version)
-        for name, meta in manifest.get("files", {}).items():
-            path = folder / name
-            if not path.is_file():
-                raise ArtifactError(f"{path}: listed in {VERSION_FILE} but missing; version {version} cannot be used")
-            if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-                raise ArtifactError(f"{path}: modified or truncated (sha256 does not match {VERSION_FILE}); version {version} cannot be used")
+        check_files(folder, manifest.get("files", {}), listed_in=VERSION_FILE, consequence=f"version {version} cannot be used")
         model = verify_files(folder / MODEL, kind="recsys-model")
         export = verify_files(folder / EXPORT, kind="recsys-export")
         if model["model_version"] != export["model_version"] or model["model_version"] != manifest.get("model_version"):

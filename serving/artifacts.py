@@ -21,10 +21,15 @@ def verify_files(folder: Path, *, kind: str) -> dict:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if manifest.get("kind") != kind:
         raise ArtifactError(f"{folder}: is a '{manifest.get('kind')}' folder, expected '{kind}'")
-    for name, meta in manifest.get("files", {}).items():
+    check_files(folder, manifest.get("files", {}), listed_in="the manifest", consequence="re-export or restore it")
+    return manifest
+
+
+def check_files(folder: Path, files: dict, *, listed_in: str, consequence: str) -> None:
+    """Every file of `files` ({name: {sha256, bytes}}) exists under `folder` with that size and hash."""
+    for name, meta in files.items():
         path = folder / name
         if not path.is_file():
-            raise ArtifactError(f"{path}: listed in the manifest but missing")
+            raise ArtifactError(f"{path}: listed in {listed_in} but missing; {consequence}")
         if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise ArtifactError(f"{path}: modified or truncated (sha256 does not match the manifest); re-export or restore it")
-    return manifest
+            raise ArtifactError(f"{path}: modified or truncated (sha256 does not match {listed_in}); {consequence}")
