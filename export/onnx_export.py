@@ -137,7 +137,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: str) -> dict:
     """Compare every graph with PyTorch on real catalog text; raises ParityError when it does not hold."""
     import onnxruntime as ort
-    import torch
 
     from recsys.train import TorchInterestModel
     from serving.onnx_model import OnnxInterestModel

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import numpy as np
 import polars as pl
 
 from recsys import schema as S

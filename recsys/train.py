@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -24,6 +25,9 @@ from recsys.errors import ArtifactError, RecsysError
 from recsys.interactions import click_log, epoch_seconds, exposures, has_impressions, user_index_of
 from serving.catalog import Catalog
 from serving.text import ItemTokenizer, item_texts
+
+if TYPE_CHECKING:  # torch is imported lazily, where it is used
+    import torch
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
 from recsys import schema as S
 from serving.cache import ItemVectorCache

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.config import Config
 from recsys.encoder import load_encoder
 from recsys.model import TextRecModel, multitask_loss
 
