@@ -6,8 +6,6 @@ without impressions (ratings, click streams) yield only positive exposures; nega
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import polars as pl
 
 from recsys import schema as S
@@ -21,20 +19,10 @@ def epoch_seconds(column: str = S.TIMESTAMP) -> pl.Expr:
     return pl.col(column).dt.epoch("s")
 
 
-def to_seconds(moment: datetime) -> int:
-    return int(pl.Series([moment]).cast(pl.Datetime(S.TIME_UNIT)).dt.epoch("s")[0])
-
-
-def engagement_events(events: pl.DataFrame) -> pl.DataFrame:
-    """The events that make a user's history: clicks (or purchases, in a log that has no clicks)."""
-    clicks = events.filter(pl.col(S.EVENT) == S.CLICK)
-    return clicks if clicks.height else events.filter(pl.col(S.EVENT) == S.PURCHASE)
-
-
 def click_log(events: pl.DataFrame, catalog: Catalog, user_index: pl.DataFrame) -> ClickLog:
-    """History look-up over the engagement events of known items and users."""
-    clicks = catalog.index_of(engagement_events(events)).join(user_index, on=S.USER_ID, how="inner")
-    return ClickLog(clicks["user_index"].to_numpy(), clicks["item_index"].to_numpy(), clicks.select(epoch_seconds()).to_series().to_numpy())
+    """History look-up over the engagement events of known items and users (the same rule as serving)."""
+    engaged = events.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    return ClickLog.from_events(catalog.index_of(engaged).join(user_index, on=S.USER_ID, how="inner"))
 
 
 def user_index_of(events: pl.DataFrame) -> pl.DataFrame:

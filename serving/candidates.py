@@ -18,7 +18,7 @@ from recsys import schema as S
 from features.neighbors import NEIGHBOR_ID
 from recsys.config import CandidateConfig
 from serving.catalog import Catalog
-from serving.history import ClickLog
+from serving.history import ClickLog, to_seconds
 
 SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_new_rank", "cand_sources")
 MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
@@ -43,20 +43,13 @@ class Snapshot:
     available: np.ndarray  # (N,) bool: items that exist at the cutoff
 
 
-def _seconds(moment: datetime) -> int:
-    return int(pl.Series([moment]).cast(pl.Datetime(S.TIME_UNIT)).dt.epoch("s")[0])
-
-
 def build_snapshot(catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime, config: CandidateConfig) -> Snapshot:
     """Histories, seen items, popularity and co-visitation from the events strictly before `cutoff`."""
     past = events.filter(pl.col(S.TIMESTAMP) < cutoff)
     users = past.select(S.USER_ID).unique().sort(S.USER_ID).collect().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("user_index"))
     engaged = past.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP).collect()
     engaged = catalog.index_of(engaged).join(users, on=S.USER_ID, how="inner")
-    clicks = engaged.filter(pl.col(S.EVENT) == S.CLICK)
-    if clicks.height == 0:
-        clicks = engaged
-    log = ClickLog(clicks["user_index"].to_numpy(), clicks["item_index"].to_numpy(), clicks.select(pl.col(S.TIMESTAMP).dt.epoch("s")).to_series().to_numpy())
+    log = ClickLog.from_events(engaged)
     seen = engaged.select("user_index", "item_index").unique().sort(["user_index", "item_index"])
     popular = catalog.index_of(features.popular_items(events, cutoff=cutoff, days=config.popularity_days, n=max(config.popular, 1)).collect()).sort("popularity_rank")
     covisit = features.covisitation(events, cutoff=cutoff).collect()
@@ -88,7 +81,7 @@ def _newest(catalog: Catalog, cutoff: datetime, n: int) -> np.ndarray:
 
 def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(user vectors (B, D), histories (B, L)) as of the cutoff; index -1 means a user with no past."""
-    times = np.full(len(user_index), _seconds(snapshot.cutoff), dtype=np.int64)
+    times = np.full(len(user_index), to_seconds(snapshot.cutoff), dtype=np.int64)
     history = snapshot.log.histories(np.where(user_index < 0, -(10**12), user_index), times, history_length)
     mask = history >= 0
     vectors = snapshot.item_vectors[np.where(mask, history, 0)] * mask[..., None]

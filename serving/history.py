@@ -6,7 +6,23 @@ user at a scoring cutoff, so training and serving read a user's past in exactly 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
+import polars as pl
+
+from recsys import schema as S
+
+
+def to_seconds(moment: datetime) -> int:
+    """A (naive UTC) datetime as integer epoch seconds, the time unit of ClickLog."""
+    return int(pl.Series([moment]).cast(pl.Datetime(S.TIME_UNIT)).dt.epoch("s")[0])
+
+
+def engagement_events(events: pl.DataFrame) -> pl.DataFrame:
+    """The events that make a user's history: clicks (or purchases, in a log that has no clicks)."""
+    clicks = events.filter(pl.col(S.EVENT) == S.CLICK)
+    return clicks if clicks.height else events.filter(pl.col(S.EVENT) == S.PURCHASE)
 
 
 class ClickLog:
@@ -17,6 +33,12 @@ class ClickLog:
         self.users = np.asarray(user_index, dtype=np.int64)[order]
         self.items = np.asarray(item_index, dtype=np.int64)[order]
         self.times = np.asarray(times, dtype=np.int64)[order]
+
+    @classmethod
+    def from_events(cls, events: pl.DataFrame) -> "ClickLog":
+        """From canonical events that already carry `user_index` and `item_index` columns."""
+        clicks = engagement_events(events)
+        return cls(clicks["user_index"].to_numpy(), clicks["item_index"].to_numpy(), clicks.select(pl.col(S.TIMESTAMP).dt.epoch("s")).to_series().to_numpy())
 
     def __len__(self) -> int:
         return len(self.users)
