@@ -347,8 +347,8 @@ def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: d
     catalog = make_catalog(data.items)
     vectors = model.encode_items(item_texts(catalog.items), progress=progress)
     timings: dict = {}
-    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=K, candidates=config.candidates, history_length=serving_config["history_length"], item_vectors=vectors, progress=progress, timings=timings)
     snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)
+    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=K, candidates=config.candidates, history_length=serving_config["history_length"], snapshot=snapshot, progress=progress, timings=timings)
     available = int(snapshot.available.sum())
     metrics = ranking_metrics(recs, relevant, ks=KS)
     metrics["coverage@20"] = catalog_coverage(recs, available, k=20)

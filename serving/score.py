@@ -69,17 +69,25 @@ def _empty_recommendations(user_dtype, item_dtype) -> pl.DataFrame:
     return pl.DataFrame(schema={S.USER_ID: user_dtype, S.RANK: pl.Int32, S.ITEM_ID: item_dtype, S.SCORE: pl.Float64, S.P_CLICK: pl.Float64, S.P_PURCHASE: pl.Float64})
 
 
-def recommend(model, ranker: RankerModel, items: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dt.datetime, user_ids: pl.Series, k: int, candidates: CandidateConfig, history_length: int, item_vectors=None, progress=None, timings: dict | None = None, chunk_users: int = CHUNK_USERS) -> pl.DataFrame:
-    """Top-k recommendations as of `cutoff`, in memory (evaluation); `score` streams to disk instead."""
+def prepare(catalog, item_vectors, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, candidates: CandidateConfig, snapshot: Snapshot | None = None) -> tuple[Snapshot, features.FeatureTables]:
+    """What every chunk of users shares, computed once per run: the snapshot and the feature tables."""
+    snapshot = snapshot or build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=candidates)
+    return snapshot, features.feature_tables(events, items, cutoff=cutoff).collect()
+
+
+def recommend(model, ranker: RankerModel, items: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dt.datetime, user_ids: pl.Series, k: int, candidates: CandidateConfig, history_length: int, item_vectors=None, snapshot: Snapshot | None = None, progress=None, timings: dict | None = None, chunk_users: int = CHUNK_USERS) -> pl.DataFrame:
+    """Top-k recommendations as of `cutoff`, in memory (evaluation); `score` streams to disk instead.
+
+    A caller that already holds the snapshot at `cutoff` passes it, and nothing is encoded or rebuilt.
+    """
     timings = timings if timings is not None else {}
     started = time.perf_counter()
-    catalog = make_catalog(items)
-    if item_vectors is None:
+    catalog = snapshot.catalog if snapshot is not None else make_catalog(items)
+    if snapshot is None and item_vectors is None:
         item_vectors = model.encode_items(item_texts(catalog.items), progress=progress)
     timings["encode_items_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    snapshot = build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=candidates)
-    tables = features.feature_tables(events, items, cutoff=cutoff).collect()
+    snapshot, tables = prepare(catalog, item_vectors, events, items, cutoff=cutoff, candidates=candidates, snapshot=snapshot)
     timings["snapshot_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     parts = [frame for _, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=history_length, chunk_users=chunk_users)]
@@ -165,8 +173,7 @@ def score(
         log(f"resuming: {len(done)} of {n_chunks} chunks already done")
 
     tic = time.perf_counter()
-    snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=candidates)
-    tables = features.feature_tables(data.events, data.items, cutoff=cutoff).collect()
+    snapshot, tables = prepare(catalog, vectors, data.events, data.items, cutoff=cutoff, candidates=candidates)
     timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
     tic = time.perf_counter()
     for number in (n for n in range(n_chunks) if n not in done):  # chunk numbers are stable across reruns
