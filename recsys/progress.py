@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -18,7 +17,7 @@ def progress_bars(enabled: bool = True) -> Iterator:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    bars = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False, disable=not sys.stderr.isatty() and False)
+    bars = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -28,7 +27,3 @@ def progress_bars(enabled: bool = True) -> Iterator:
 
     with bars:
         yield update
-
-
-def log(message: str) -> None:
-    console.print(f"[dim]·[/dim] {message}", highlight=False)
