@@ -61,6 +61,11 @@ def test_int8_export_records_its_parity(trained_model, tmp_path):
     assert manifest["precision"] == "int8"
     assert manifest["parity"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE
     assert 0.98 <= manifest["parity"]["int8"]["item_vector_mean_cosine"] <= 1.0
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(tmp_path / "int8" / "item_encoder.onnx").graph.node}
+    # the attention's QKV projection is quantised too; the slow CPU SkipLayerNormalization is not used
+    assert "QAttention" in ops and "Attention" not in ops and "SkipLayerNormalization" not in ops
 
 
 def test_unknown_precision_writes_nothing(trained_model, tmp_path):
