@@ -30,6 +30,25 @@ def test_forward_shapes(model, tiny_config):
     assert (out.p_purchase <= out.p_click).all()
 
 
+def test_scorer_is_its_first_layer_applied_to_the_concatenation(model, tiny_config):
+    """The block-wise first layer is the plain Linear over [u, i, u*i, similarity], values and gradients."""
+    torch.manual_seed(1)
+    scorer, d = model.scorer.eval(), tiny_config.model.dim
+    users = torch.nn.functional.normalize(torch.randn(4, d), dim=-1).requires_grad_()
+    items = torch.nn.functional.normalize(torch.randn(4, 6, d), dim=-1).requires_grad_()
+    out = scorer(users, items)
+    u = users.unsqueeze(1).expand_as(items)
+    similarity = (u * items).sum(-1)
+    z = scorer.shared(torch.cat([u, items, u * items, similarity.unsqueeze(-1)], dim=-1))
+    reference = scorer.click(z).squeeze(-1) + scorer.similarity_scale * similarity
+    assert torch.allclose(out.click_logit, reference, atol=1e-5)
+    assert torch.allclose(out.conversion_logit, scorer.conversion(z).squeeze(-1), atol=1e-5)
+    grads = torch.autograd.grad(out.click_logit.sum(), (users, items, scorer.shared[0].weight))
+    expected = torch.autograd.grad(reference.sum(), (users, items, scorer.shared[0].weight))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_loss_decreases_on_a_learnable_problem(model, tiny_config):
     """Users like items whose vector is close to their history: the scorer must learn that."""
     cfg = tiny_config.replace(train={"retrieval_weight": 0.5})
