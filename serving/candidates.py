@@ -22,7 +22,10 @@ from serving.history import ClickLog, to_seconds
 
 SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_new_rank", "cand_sources")
 MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
-USER_BLOCK = 1024  # users per block of the retrieval matrix product
+USER_BLOCK = 1024  # users per block of candidate generation
+ROW_BLOCK = 256  # users per retrieval matrix product (a (256, N) float32 buffer)
+TOPK_ROWS = 16  # rows per argpartition: its (16, N) int64 result stays in cache
+ROW_BLOCK = 256  # rows per top-k step: its temporaries stay small and are reused
 
 
 @dataclass
@@ -88,23 +91,36 @@ def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_leng
     return model.user_vectors(vectors.astype(np.float32), mask.astype(np.float32)), history
 
 
-def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
-    """Unordered column indices of each row's k largest scores; rows split across cores (numpy's
-    partition releases the GIL), no negated copy of the (B, N) matrix."""
-    rows, n = scores.shape
-    if k >= n:
-        return np.tile(np.arange(n), (rows, 1))
+def _text_top_k(users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, seen_cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items (B, k), similarities (B, k)): each user's k nearest available, unseen items, best first
+    (equal similarities: lower item index first); -inf where a user has fewer than k such items.
 
-    def part(block: np.ndarray) -> np.ndarray:
-        return np.argpartition(block, n - k, axis=1)[:, n - k :]
-
-    workers = min(os.cpu_count() or 1, max(1, rows // 128))
-    if workers == 1:
-        return part(scores)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:
-        return np.concatenate(list(pool.map(part, np.array_split(scores, workers))))
+    Exact: a matrix product of ROW_BLOCK users against every item vector, into one buffer reused for
+    every block, then argpartition over TOPK_ROWS rows at a time. Measured on 2 cores: a fresh
+    (1024, 50k) product and its (1024, 50k) int64 argpartition cost as much again in page faults as
+    in arithmetic, and splitting rows across threads made that worse, not better.
+    """
+    rows, n = len(users), len(snapshot.item_vectors)
+    k = min(k, n)
+    unavailable = np.flatnonzero(~snapshot.available)
+    sims = np.empty((min(rows, ROW_BLOCK), n), dtype=np.float32)
+    top = np.empty((rows, k), dtype=np.int64)
+    similarity = np.empty((rows, k), dtype=np.float32)
+    for start in range(0, rows, ROW_BLOCK):
+        stop = min(start + ROW_BLOCK, rows)
+        block = sims[: stop - start]
+        np.matmul(users[start:stop], snapshot.item_vectors.T, out=block)
+        if len(unavailable):
+            block[:, unavailable] = -np.inf
+        lo, hi = np.searchsorted(seen_rows, [start, stop])
+        block[seen_rows[lo:hi] - start, seen_cols[lo:hi]] = -np.inf
+        for first in range(0, stop - start, TOPK_ROWS):
+            part = block[first : first + TOPK_ROWS]
+            columns = np.argpartition(part, n - k, axis=1)[:, n - k :] if k < n else np.broadcast_to(np.arange(n), part.shape)
+            top[start + first : start + first + len(part)] = columns
+            similarity[start + first : start + first + len(part)] = np.take_along_axis(part, columns, 1)
+    order = np.lexsort((top, -similarity), axis=1)
+    return np.take_along_axis(top, order, 1), np.take_along_axis(similarity, order, 1)
 
 
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,14 +176,7 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     # 1. the text model's nearest items to the user's interest
     k = min(config.text, n_items)
     if k > 0:
-        sims = users @ snapshot.item_vectors.T  # (B, N)
-        if len(unavailable):
-            sims[:, unavailable] = -np.inf
-        sims[seen_rows, seen_cols] = -np.inf
-        top = _top_k_columns(sims, k)
-        top_sims = np.take_along_axis(sims, top, 1)
-        order = np.lexsort((top, -top_sims), axis=1)
-        top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
+        top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k)
         rows = np.repeat(np.arange(len(user_index)), k)
         keep = np.isfinite(top_sims.ravel())
         frames.append(pl.DataFrame({"row": rows[keep], "item_index": top.ravel()[keep], "cand_text_rank": np.tile(np.arange(1, k + 1), len(user_index))[keep].astype(np.int32)}))

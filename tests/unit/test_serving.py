@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -87,3 +88,43 @@ def test_scoring_refuses_a_modified_export(exported_model, tiny_shop, tmp_path):
     with pytest.raises(ArtifactError, match="item_encoder.onnx"):
         score(copy, tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "out.parquet", device="cpu")
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_text_retrieval_is_exact_top_k_by_blocks(monkeypatch):
+    """Blocked retrieval equals a brute-force sort: unavailable and seen items never come back, equal
+    similarities are ordered by item index, a user with fewer than k eligible items gets -inf slots."""
+    from types import SimpleNamespace
+
+    import serving.candidates as C
+
+    monkeypatch.setattr(C, "ROW_BLOCK", 8)
+    monkeypatch.setattr(C, "TOPK_ROWS", 3)
+    rng = np.random.default_rng(0)
+    items = np.round(rng.standard_normal((60, 4)), 1).astype(np.float32)  # coarse values: many ties
+    users = np.round(rng.standard_normal((21, 4)), 1).astype(np.float32)
+    available = rng.random(60) > 0.1
+    seen_rows = np.sort(rng.integers(0, 21, 50))
+    seen_cols = rng.integers(0, 60, 50)
+    keep = np.flatnonzero(available)[:3]  # user 19 may still see 3 items, user 20 none
+    seen_rows = np.concatenate([seen_rows, np.full(57, 19), np.full(60, 20)])
+    seen_cols = np.concatenate([seen_cols, np.setdiff1d(np.arange(60), keep), np.arange(60)])
+    order = np.lexsort((seen_cols, seen_rows))
+    seen_rows, seen_cols = seen_rows[order], seen_cols[order]
+    snapshot = SimpleNamespace(item_vectors=items, available=available)
+    top, sims = C._text_top_k(users, snapshot, seen_rows, seen_cols, 10)
+    full = users @ items.T
+    full[:, ~available] = -np.inf
+    full[seen_rows, seen_cols] = -np.inf
+    for u in range(len(users)):
+        finite = np.isfinite(sims[u])
+        want = np.lexsort((np.arange(60), -full[u]))[:10]
+        want = want[np.isfinite(full[u, want])]
+        np.testing.assert_allclose(sims[u, finite], full[u, want], rtol=1e-6)
+        # the same items, except that which of several items tied at the 10th value is a free choice
+        boundary = full[u, want[-1]] if len(want) == 10 else -np.inf
+        strict = [i for i in want if full[u, i] > boundary]
+        assert set(strict) <= set(top[u, finite]) and len(top[u, finite]) == len(want)
+        assert all(available[i] for i in top[u, finite])
+        got = top[u, finite]
+        assert all((full[u, a], -a) > (full[u, b], -b) for a, b in zip(got, got[1:]))  # best first, ties by index
+    assert np.isfinite(sims[19]).sum() == 3 and not np.isfinite(sims[20]).any()
