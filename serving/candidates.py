@@ -123,6 +123,31 @@ def _text_top_k(users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, se
     return np.take_along_axis(top, order, 1), np.take_along_axis(similarity, order, 1)
 
 
+SOURCE_TYPES = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
+
+
+def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], n_items: int) -> pl.DataFrame:
+    """One row per distinct (row, item_index), sorted by both, a column per source (null where that
+    source did not list the pair; a source switched off in the config is all null) and cand_sources."""
+    keys = np.concatenate([rows * n_items + items for _, rows, items, _ in sources]) if sources else np.zeros(0, np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)  # sorted: by row, then item
+    count = np.zeros(len(unique), dtype=np.int8)
+    columns = {"row": unique // n_items, "item_index": unique % n_items}
+    given = {}
+    offset = 0
+    for column, rows, _, values in sources:
+        where = inverse[offset : offset + len(rows)]
+        offset += len(rows)
+        filled = np.full(len(unique), np.nan)
+        filled[where] = values
+        count[where] += 1
+        given[column] = filled
+    for column, dtype in SOURCE_TYPES.items():
+        columns[column] = pl.Series(column, given.get(column, np.full(len(unique), np.nan)), nan_to_null=True).cast(dtype)
+    columns["cand_sources"] = count
+    return pl.DataFrame(columns)
+
+
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row in block, item index) of every seen pair of the block's users."""
     seen_users = snapshot.seen["user_index"].to_numpy()
@@ -172,14 +197,14 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
             ok &= seen_keys[pos] != keys
         return ok
 
-    frames = []
+    sources = []  # (column, rows, item indices, values): each source lists a (row, item) pair at most once
     # 1. the text model's nearest items to the user's interest
     k = min(config.text, n_items)
     if k > 0:
         top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k)
-        rows = np.repeat(np.arange(len(user_index)), k)
         keep = np.isfinite(top_sims.ravel())
-        frames.append(pl.DataFrame({"row": rows[keep], "item_index": top.ravel()[keep], "cand_text_rank": np.tile(np.arange(1, k + 1), len(user_index))[keep].astype(np.int32)}))
+        rows = np.repeat(np.arange(len(user_index)), k)
+        sources.append(("cand_text_rank", rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))
     # 2. co-visitation with the user's recent clicks
     if config.covisit > 0 and snapshot.covisit.height:
         recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(pl.col("item_index") >= 0)
@@ -190,30 +215,17 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         )
         co = co.filter(pl.Series(allowed(co["row"].to_numpy(), co["item_index"].to_numpy())))
         co = co.sort(["row", "cand_covisit_weight", "item_index"], descending=[False, True, False]).group_by("row", maintain_order=True).head(config.covisit)
-        frames.append(co)
-    # 3. recent popularity (what a user with no history mostly gets)
-    if config.popular > 0 and len(snapshot.popular):
-        pop = snapshot.popular[: config.popular]
-        rows = np.repeat(np.arange(len(user_index)), len(pop))
-        cols = np.tile(pop, len(user_index))
+        sources.append(("cand_covisit_weight", co["row"].to_numpy(), co["item_index"].to_numpy(), co["cand_covisit_weight"].to_numpy()))
+    # 3. recent popularity (what a user with no history mostly gets), 4. new arrivals: a catalog's
+    # freshest items, which no behaviour has surfaced yet
+    for column, listed in (("cand_popular_rank", snapshot.popular[: max(config.popular, 0)]), ("cand_new_rank", snapshot.newest)):
+        rows = np.repeat(np.arange(len(user_index)), len(listed))
+        cols = np.tile(listed, len(user_index))
         keep = allowed(rows, cols)
-        frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_popular_rank": np.tile(np.arange(1, len(pop) + 1), len(user_index))[keep].astype(np.int32)}))
-    # 4. new arrivals: a catalog's freshest items, which no behaviour has surfaced yet
-    if len(snapshot.newest):
-        rows = np.repeat(np.arange(len(user_index)), len(snapshot.newest))
-        cols = np.tile(snapshot.newest, len(user_index))
-        keep = allowed(rows, cols)
-        frames.append(pl.DataFrame({"row": rows[keep], "item_index": cols[keep], "cand_new_rank": np.tile(np.arange(1, len(snapshot.newest) + 1), len(user_index))[keep].astype(np.int32)}))
-    if not frames:
+        sources.append((column, rows[keep], cols[keep], np.tile(np.arange(1, len(listed) + 1), len(user_index))[keep]))
+    cand = _merge_sources(sources, n_items)
+    if cand.height == 0:
         return pl.DataFrame()
-    cand = pl.concat(frames, how="diagonal_relaxed")
-    # a source switched off in the config (e.g. candidates.covisit = 0) adds no column of its own
-    sources = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
-    cand = cand.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in sources.items() if name not in cand.columns)
-    cand = cand.group_by("row", "item_index").agg(
-        pl.col("cand_text_rank").min(), pl.col("cand_covisit_weight").max(), pl.col("cand_popular_rank").min(), pl.col("cand_new_rank").min()
-    )
-    cand = cand.with_columns(pl.sum_horizontal([pl.col(name).is_not_null().cast(pl.Int8) for name in sources]).alias("cand_sources")).sort(["row", "item_index"])
     rows, items = cand["row"].to_numpy(), cand["item_index"].to_numpy()
     p_click, p_purchase, similarity = model.score(users[rows], snapshot.item_vectors[items][:, None, :])
     cand = cand.with_columns(

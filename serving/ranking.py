@@ -55,8 +55,11 @@ class RankerModel:
 
 def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:
     """The best `k` candidates per user by ranker score; ties broken by p_click, then item index."""
+    # only the columns of a recommendation are sorted, not the ~50 feature columns beside them
+    keep = [c for c in frame.columns if c in (S.USER_ID, S.ITEM_ID, "item_index", S.P_CLICK, S.P_PURCHASE)]
     ranked = (
-        frame.with_columns(pl.Series(S.SCORE, scores.astype(np.float64)))
+        frame.select(keep)
+        .with_columns(pl.Series(S.SCORE, scores.astype(np.float64)))
         .sort([S.USER_ID, S.SCORE, S.P_CLICK, "item_index"], descending=[False, True, True, False])
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK))
         .filter(pl.col(S.RANK) <= k)
