@@ -25,6 +25,7 @@ MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
 USER_BLOCK = 1024  # users per block of candidate generation
 ROW_BLOCK = 256  # users per retrieval matrix product (a (256, N) float32 buffer)
 TOPK_ROWS = 16  # rows per argpartition: its (16, N) int64 result stays in cache
+SCORE_USERS = 128  # users per scorer run (a (128, ~200, D) candidate batch)
 ROW_BLOCK = 256  # rows per top-k step: its temporaries stay small and are reused
 
 
@@ -148,6 +149,26 @@ def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     return pl.DataFrame(columns)
 
 
+def score_pairs(model, users: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p_click, p_purchase, similarity) of each pair (users[rows[j]], item_vectors[items[j]]), `rows`
+    sorted. The scorer runs on (users, candidates) batches, its per-user work once per user: users
+    with similar candidate counts share a batch of SCORE_USERS, padded to the longest."""
+    out = np.zeros((3, len(rows)), dtype=np.float32)
+    counts = np.bincount(rows, minlength=len(users))
+    starts = np.cumsum(counts) - counts
+    by_count = np.argsort(counts, kind="stable")
+    by_count = by_count[counts[by_count] > 0]
+    for begin in range(0, len(by_count), SCORE_USERS):
+        group = by_count[begin : begin + SCORE_USERS]
+        width = counts[group].max()
+        valid = np.arange(width)[None, :] < counts[group][:, None]
+        pair = np.where(valid, starts[group][:, None] + np.arange(width)[None, :], 0)
+        scores = model.score(users[group], item_vectors[np.where(valid, items[pair], 0)])
+        for target, values in zip(out, scores):
+            target[pair[valid]] = values[valid]
+    return out[0], out[1], out[2]
+
+
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row in block, item index) of every seen pair of the block's users."""
     seen_users = snapshot.seen["user_index"].to_numpy()
@@ -227,11 +248,11 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     if cand.height == 0:
         return pl.DataFrame()
     rows, items = cand["row"].to_numpy(), cand["item_index"].to_numpy()
-    p_click, p_purchase, similarity = model.score(users[rows], snapshot.item_vectors[items][:, None, :])
+    p_click, p_purchase, similarity = score_pairs(model, users, snapshot.item_vectors, rows, items)
     cand = cand.with_columns(
-        pl.Series(S.P_CLICK, p_click[:, 0].astype(np.float64)),
-        pl.Series(S.P_PURCHASE, p_purchase[:, 0].astype(np.float64)),
-        pl.Series("similarity", similarity[:, 0].astype(np.float64)),
+        pl.Series(S.P_CLICK, p_click.astype(np.float64)),
+        pl.Series(S.P_PURCHASE, p_purchase.astype(np.float64)),
+        pl.Series("similarity", similarity.astype(np.float64)),
         pl.Series(S.ITEM_ID, snapshot.catalog.ids.gather(items)),
         pl.Series("user_index", user_index[rows]),
         pl.Series(S.USER_ID, block[S.USER_ID].gather(rows)),
