@@ -131,3 +131,34 @@ def test_an_empty_daily_file_is_skipped_with_a_warning(tmp_path):
     events_frame().head(0).write_parquet(days / "2026-01-03.parquet")
     with pytest.raises(SchemaError, match="every file in the directory is empty"):
         load_dataset(tmp_path / "items.parquet", days)
+
+
+def test_exact_duplicates_are_dropped_like_a_whole_row_unique():
+    """The hash-based duplicate drop keeps exactly what `unique(maintain_order=True)` keeps."""
+    import numpy as np
+
+    from recsys.data import _drop_exact_duplicates
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    frame = pl.DataFrame({
+        S.USER_ID: rng.integers(0, 40, n), S.ITEM_ID: rng.integers(0, 30, n),
+        S.EVENT: rng.choice(["click", "purchase", "impression"], n),
+        S.SESSION_ID: pl.Series(rng.choice(["a", "b", None], n), dtype=pl.String),
+        S.POSITION: pl.Series(rng.integers(0, 3, n), dtype=pl.Int32),
+    })
+    got, dropped = _drop_exact_duplicates(frame)
+    want = frame.unique(maintain_order=True)
+    assert got.equals(want) and dropped == n - want.height > 0
+    same, none = _drop_exact_duplicates(want)
+    assert same.equals(want) and none == 0
+
+
+def test_events_come_out_in_time_then_user_order(tmp_path):
+    from recsys.data import _sorted_by_time
+
+    t = dt.datetime(2026, 1, 1)
+    frame = pl.DataFrame({S.USER_ID: [3, 1, 2, 1], S.TIMESTAMP: [t, t, t - dt.timedelta(seconds=1), t + dt.timedelta(seconds=1)]})
+    assert _sorted_by_time(frame)[S.USER_ID].to_list() == [2, 1, 3, 1]
+    ordered = frame.sort([S.TIMESTAMP, S.USER_ID])
+    assert _sorted_by_time(ordered) is ordered  # already in order: returned as it is, no copy
