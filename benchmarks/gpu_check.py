@@ -36,6 +36,7 @@ def main() -> None:
     texts = item_texts(pl.read_parquet(work / "shop" / "items.parquet"))
     gpu = OnnxInterestModel(work / "fp16", providers=[CUDA, "CPUExecutionProvider"], precision="fp16", batch_size=256)
     assert gpu.providers[0] == CUDA, f"CUDA provider not running: {gpu.providers}"
+    assert gpu.io_binding, "IO binding is the CUDA default"
     gpu.encode_items(texts[:512])
     tic = time.perf_counter()
     vectors = gpu.encode_items(texts)

@@ -128,3 +128,23 @@ def test_text_retrieval_is_exact_top_k_by_blocks(monkeypatch):
         got = top[u, finite]
         assert all((full[u, a], -a) > (full[u, b], -b) for a, b in zip(got, got[1:]))  # best first, ties by index
     assert np.isfinite(sims[19]).sum() == 3 and not np.isfinite(sims[20]).any()
+
+
+def test_io_binding_runs_give_the_same_outputs(exported_model):
+    """The IO-binding path (the default on CUDA) exercised on the CPU provider: same numbers as run()."""
+    from serving.onnx_model import OnnxInterestModel
+
+    plain = OnnxInterestModel(exported_model)
+    bound = OnnxInterestModel(exported_model, io_binding=True)
+    assert bound.io_binding and not plain.io_binding  # CPU default: plain runs
+    texts = ["trail running shoes", "a ceramic table lamp with a linen shade", "kettle"]
+    items = plain.encode_items(texts)
+    np.testing.assert_array_equal(bound.encode_items(texts), items)
+    history = np.stack([items[[0, 1]], items[[2, 0]]])
+    mask = np.array([[1, 1], [1, 0]], dtype=np.float32)
+    history = np.concatenate([history, np.zeros((2, plain.history_length - 2, plain.dim), np.float32)], 1)
+    mask = np.concatenate([mask, np.zeros((2, plain.history_length - 2), np.float32)], 1)
+    users = plain.user_vectors(history, mask)
+    np.testing.assert_array_equal(bound.user_vectors(history, mask), users)
+    for got, want in zip(bound.score(users, np.stack([items, items[::-1]])), plain.score(users, np.stack([items, items[::-1]]))):
+        np.testing.assert_array_equal(got, want)
