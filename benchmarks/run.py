@@ -271,7 +271,39 @@ def bench_topk_agreement(art: dict, quick: bool) -> dict:
     return {"users": joined.height, "k": 20, "mean_top20_overlap": float(np.mean(overlap)), "identical_lists": float(np.mean([o == 1.0 for o in overlap]))}
 
 
-BENCHES = {"encoding": bench_encoding, "topk": bench_topk_agreement, "rerun": bench_rerun, "scoring": bench_scoring, "features": bench_features, "ranker": bench_ranker}
+def bench_kernels(art: dict, quick: bool) -> dict:
+    """Why the CPU item graph keeps residual + LayerNorm unfused: onnxruntime's CPU SkipLayerNormalization
+    kernel against the Add + LayerNormalization it replaces, one (1, 40, 384) tensor, one thread."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden, tokens, runs = 384, 40, 300 if quick else 2000
+    init = [numpy_helper.from_array(np.ones(hidden, np.float32), "gamma"), numpy_helper.from_array(np.zeros(hidden, np.float32), "beta")]
+    graphs = {
+        "SkipLayerNormalization": [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft", epsilon=1e-12)],
+        "Add + LayerNormalization": [helper.make_node("Add", ["x", "skip"], ["s"]), helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], epsilon=1e-12, axis=-1)],
+    }
+    x = np.random.default_rng(0).standard_normal((1, tokens, hidden)).astype(np.float32)
+    out = {}
+    for name, nodes in graphs.items():
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "t", hidden]) for n in ("x", "skip")]
+        model = helper.make_model(helper.make_graph(nodes, name, io, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", hidden])], initializer=init),
+                                  opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 9
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"])
+        session.run(None, {"x": x, "skip": x})
+        tic = time.perf_counter()
+        for _ in range(runs):
+            session.run(None, {"x": x, "skip": x})
+        out[name] = (time.perf_counter() - tic) / runs * 1e6
+    del onnx
+    return {"shape": [1, tokens, hidden], "us_per_call": out, "ratio": out["SkipLayerNormalization"] / out["Add + LayerNormalization"]}
+
+
+BENCHES = {"encoding": bench_encoding, "topk": bench_topk_agreement, "rerun": bench_rerun, "scoring": bench_scoring, "features": bench_features, "ranker": bench_ranker, "kernels": bench_kernels}
 
 
 def render(results: dict) -> str:
@@ -304,6 +336,10 @@ def render(results: dict) -> str:
     if "ranker" in results:
         r = results["ranker"]
         lines += ["## Ranker", "", f"LightGBM predict, {r['rows']:,} rows × {r['features']} features: the benchmark model's ranker ({r['trees']} trees) {r['rows_per_s']:,.0f} rows/s; a 200-tree lambdarank of the same width {r.get('rows_per_s_200_trees', float('nan')):,.0f} rows/s.", ""]
+    if "kernels" in results:
+        k = results["kernels"]
+        us = k["us_per_call"]
+        lines += ["## One onnxruntime CPU kernel", "", f"SkipLayerNormalization {us['SkipLayerNormalization']:.1f} µs vs Add + LayerNormalization {us['Add + LayerNormalization']:.1f} µs per call on a {tuple(k['shape'])} tensor, one thread: the fused kernel is **{k['ratio']:.1f}× slower**, so the CPU item graphs keep the two unfused (12 such calls per item).", ""]
     return "\n".join(lines)
 
 
