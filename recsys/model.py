@@ -85,11 +85,16 @@ class UserInterest(nn.Module):
         head_dim = self.dim // self.heads
         keys = self.key(tokens).view(batch, length + 1, self.heads, head_dim)  # (B, L+1, h, d)
         values = self.value(tokens).view(batch, length + 1, self.heads, head_dim)
-        scores = torch.einsum("blhd,hd->bhl", keys, self.query) / math.sqrt(head_dim)  # (B, h, L+1)
+        # batched matrix products with one small product per (user, head), not einsum: ONNX Runtime's
+        # Einsum picks its kernels by batch size, and a user's vector then changed in the 8th digit with
+        # the users batched beside it; these products give each user the same bits in any batch (tested)
+        scores = (keys.transpose(1, 2) @ self.query.unsqueeze(-1)).squeeze(-1) / math.sqrt(head_dim)  # (B, h, L+1)
         scores = scores.masked_fill(~mask.unsqueeze(1), -1e4)
         weights = scores.softmax(dim=-1)
-        pooled = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, self.dim)  # (B, D)
-        mean = (history * history_mask.unsqueeze(-1).to(history.dtype)).sum(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(history.dtype)
+        pooled = (weights.unsqueeze(2) @ values.transpose(1, 2)).reshape(batch, self.dim)  # (B, h, 1, d) → (B, D)
+        # the mean of the clicked items as a (1, L) @ (L, D) product per user, for the same reason (a
+        # ReduceSum over the history axis summed in another order when the batch held one user)
+        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(history.dtype)
         return F.normalize(self.norm(pooled + self.out(pooled) + mean), dim=-1)  # (B, D)
 
 

@@ -135,6 +135,11 @@ class OnnxInterestModel:
         return p_click, p_purchase, similarity
 
     def _run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        rows = len(next(iter(feeds.values())))
+        if rows == 1 and session is not self.sessions["item_encoder"]:
+            # a one-row matrix product runs another kernel (GEMV) whose sums round differently: a lone
+            # user is run as two rows, so their numbers never depend on how many users share the batch
+            return [out[:1] for out in self._run(session, {k: np.concatenate([v, v]) for k, v in feeds.items()})]
         if not self.io_binding:
             return session.run(None, feeds)
         binding = session.io_binding()

@@ -148,3 +148,26 @@ def test_io_binding_runs_give_the_same_outputs(exported_model):
     np.testing.assert_array_equal(bound.user_vectors(history, mask), users)
     for got, want in zip(bound.score(users, np.stack([items, items[::-1]])), plain.score(users, np.stack([items, items[::-1]]))):
         np.testing.assert_array_equal(got, want)
+
+
+def test_user_and_scorer_graphs_give_each_user_the_same_bits_in_any_batch(exported_model):
+    """Chunked scoring equals one chunk only if a user's numbers do not depend on who shares the batch."""
+    from serving.onnx_model import OnnxInterestModel
+
+    model = OnnxInterestModel(exported_model)
+    rng = np.random.default_rng(0)
+    n, length, dim = 60, model.history_length, model.dim
+    history = rng.standard_normal((n, length, dim)).astype(np.float32)
+    history /= np.linalg.norm(history, axis=-1, keepdims=True)
+    mask = (rng.random((n, length)) < 0.5).astype(np.float32)
+    mask[:5] = 0  # users with no history
+    items = rng.standard_normal((n, 9, dim)).astype(np.float32)
+    users = model.user_vectors(history, mask)
+    scores = model.score(users, items)
+    for size in (1, 2, 7, 25):
+        for start in range(0, n, size):
+            rows = slice(start, start + size)
+            np.testing.assert_array_equal(model.user_vectors(history[rows], mask[rows]), users[rows])
+            for got, want in zip(model.score(users[rows], items[rows, :4]), scores):
+                np.testing.assert_array_equal(got, want[rows, :4])
+
