@@ -171,3 +171,29 @@ def test_user_and_scorer_graphs_give_each_user_the_same_bits_in_any_batch(export
             for got, want in zip(model.score(users[rows], items[rows, :4]), scores):
                 np.testing.assert_array_equal(got, want[rows, :4])
 
+
+def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_model, tiny_shop):
+    """Ranking the no-history list once and repeating it gives what ranking every such user gives."""
+    import datetime as dt
+
+    from recsys.config import CandidateConfig
+    from recsys.data import load_dataset
+    from serving.catalog import make_catalog
+    from serving.score import load_export, prepare, rank_chunks
+    from serving.text import item_texts
+
+    data = load_dataset(tiny_shop / "items.parquet", tiny_shop / "events")
+    _, config, model, ranker = load_export(exported_model, device="cpu")
+    catalog = make_catalog(data.items)
+    cutoff = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item() + dt.timedelta(microseconds=1)
+    candidates = CandidateConfig(**config["candidates"])
+    snapshot, tables = prepare(catalog, model.encode_items(item_texts(catalog.items)), data.events, data.items, cutoff=cutoff, candidates=candidates)
+    known = snapshot.users[S.USER_ID].to_list()
+    users = pl.Series(S.USER_ID, [10_000_001, *known[:9], 10_000_002, *known[9:13], 10_000_003])  # cold users in several chunks
+    runs = {
+        share: pl.concat([frame for _, frame in rank_chunks(model, ranker, snapshot, tables, users, k=6, candidates=candidates, history_length=config["history_length"], chunk_users=5, share_cold=share)])
+        for share in (True, False)
+    }
+    assert runs[True].equals(runs[False])
+    cold = runs[True].filter(pl.col(S.USER_ID) >= 10_000_000)
+    assert cold[S.USER_ID].n_unique() == 3 and cold.group_by(S.RANK).agg(pl.col(S.ITEM_ID).n_unique())[S.ITEM_ID].max() == 1
