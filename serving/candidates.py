@@ -6,7 +6,6 @@ with argpartition), never a Python loop over users or items.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,10 +33,10 @@ class Snapshot:
     """What is known at a cutoff, computed once per run and shared by every block of users."""
 
     catalog: Catalog
-    item_vectors: np.ndarray  # (N, D) float32, L2-normalised
+    item_vectors: np.ndarray | None  # (N, D) float32, L2-normalised; None until a scoring run has encoded the catalog
     cutoff: datetime
-    events: pl.LazyFrame
-    items: pl.LazyFrame
+    events: pl.LazyFrame | None  # None once a scoring run has summarised them and let them go
+    items: pl.LazyFrame | None
     users: pl.DataFrame  # user_id, user_index: users with events before the cutoff
     log: ClickLog
     seen: pl.DataFrame  # user_index, item_index: clicked or bought before the cutoff
@@ -60,7 +59,7 @@ def build_snapshot(catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFr
     covisit = catalog.index_of(catalog.index_of(covisit), column=NEIGHBOR_ID, name="neighbor_index")
     return Snapshot(
         catalog=catalog,
-        item_vectors=np.ascontiguousarray(item_vectors, dtype=np.float32),
+        item_vectors=None if item_vectors is None else np.ascontiguousarray(item_vectors, dtype=np.float32),
         cutoff=cutoff,
         events=events,
         items=items,
@@ -206,7 +205,6 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     users, history = user_vectors(model, snapshot, user_index, history_length)
     n_items = len(snapshot.catalog)
     seen_rows, seen_cols = _seen_lists(snapshot, user_index) if config.exclude_seen else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    unavailable = np.flatnonzero(~snapshot.available)
     # sparse (row, item) exclusions: a dense (B, N) mask costs more than the matrix product at 50k items
     seen_keys = np.unique(seen_rows * n_items + seen_cols)
 

@@ -96,6 +96,8 @@ class OnnxInterestModel:
 
     def encode_tokens(self, tokens: list[np.ndarray], progress=None) -> np.ndarray:
         out = np.zeros((len(tokens), self.dim), dtype=np.float32)
+        if "item_encoder" not in self.sessions:
+            raise ArtifactError("the item encoder was closed after the catalog was encoded; open the export again to encode")
         session = self.sessions["item_encoder"]
         batches = list(self.tokenizer.batches(tokens, self.batch_size))
 
@@ -134,9 +136,13 @@ class OnnxInterestModel:
         p_click, p_purchase, similarity = self._run(self.sessions["scorer"], {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)})
         return p_click, p_purchase, similarity
 
+    def close_item_encoder(self) -> None:
+        """Release the item encoder's session (the largest by far) once the catalog is encoded."""
+        self.sessions.pop("item_encoder", None)
+
     def _run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         rows = len(next(iter(feeds.values())))
-        if rows == 1 and session is not self.sessions["item_encoder"]:
+        if rows == 1 and session is not self.sessions.get("item_encoder"):
             # a one-row matrix product runs another kernel (GEMV) whose sums round differently: a lone
             # user is run as two rows, so their numbers never depend on how many users share the batch
             return [out[:1] for out in self._run(session, {k: np.concatenate([v, v]) for k, v in feeds.items()})]

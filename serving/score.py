@@ -8,6 +8,7 @@ and produces the same file. Peak memory follows the chunk size, not the number o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 import features
@@ -44,12 +46,21 @@ def default_cache_dir() -> Path:
 
 def load_export(export_dir: str | Path, *, device: str = "auto", threads: int = 0):
     """Verify every file's hash, then open the ONNX sessions and the ranker."""
+    manifest, config = read_export(export_dir)
+    return manifest, config, *open_export(export_dir, manifest, config, device=device, threads=threads)
+
+
+def read_export(export_dir: str | Path) -> tuple[dict, dict]:
+    """(manifest, serving config) of an export whose every file matches its hash."""
     export_dir = Path(export_dir)
     manifest = verify_files(export_dir, kind="recsys-export")
-    config = json.loads((export_dir / "serving_config.json").read_text(encoding="utf-8"))
+    return manifest, json.loads((export_dir / "serving_config.json").read_text(encoding="utf-8"))
+
+
+def open_export(export_dir: str | Path, manifest: dict, config: dict, *, device: str = "auto", threads: int = 0) -> tuple[OnnxInterestModel, RankerModel]:
+    export_dir = Path(export_dir)
     model = OnnxInterestModel(export_dir, providers=choose_providers(device), precision=manifest["precision"], threads=threads, max_length=config["max_length"])
-    ranker = RankerModel(export_dir / "ranker.txt", config["ranker_features"], threads=threads)
-    return manifest, config, model, ranker
+    return model, RankerModel(export_dir / "ranker.txt", config["ranker_features"], threads=threads)
 
 
 def rank_chunks(model, ranker: RankerModel, snapshot: Snapshot, tables: features.FeatureTables, user_ids: pl.Series, *, k: int, candidates: CandidateConfig, history_length: int, chunk_users: int = CHUNK_USERS, share_cold: bool = True) -> Iterator[tuple[int, pl.DataFrame]]:
@@ -159,17 +170,28 @@ def score(
     out = Path(out)
     data = load_dataset(items_path, events_path)  # bad input fails first, before any model is loaded
     user_ids = _users_to_score(users_path, data.events)
-    manifest, config, model, ranker = load_export(export_dir, device=device)
-    log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
+    manifest, config = read_export(export_dir)  # a damaged export fails here, before any work is done
     for warning in data.report.warnings:  # one line per reason, with counts and examples
         log(f"warning: {warning}")
     last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
     cutoff = last + dt.timedelta(microseconds=1)  # score as of just after the last event
     inputs = {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})}
     candidates = CandidateConfig(**config["candidates"])
-
-    tic = time.perf_counter()
     catalog = make_catalog(data.items)
+
+    # What every chunk shares comes from the event log (histories, seen items, co-visitation, feature
+    # tables). It is summarised before the ONNX sessions open and the catalog is encoded, and the raw
+    # log is let go of: at 5.3M events the log and the sessions together had set the run's peak memory.
+    tic = time.perf_counter()
+    snapshot, tables = prepare(catalog, None, data.events, data.items, cutoff=cutoff, candidates=candidates)
+    snapshot = dataclasses.replace(snapshot, events=None, items=None)
+    report = data.report
+    del data
+    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
+
+    model, ranker = open_export(export_dir, manifest, config, device=device)
+    log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
+    tic = time.perf_counter()
     texts = item_texts(catalog.items)
     cache_stats = None
     if cache_dir is not None:
@@ -180,6 +202,8 @@ def score(
         log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
     else:
         vectors = model.encode_items(texts, progress=progress)
+    snapshot = dataclasses.replace(snapshot, item_vectors=np.ascontiguousarray(vectors, dtype=np.float32))
+    model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
     timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
 
     # finished chunks of an interrupted run with the same inputs and options are reused
@@ -194,9 +218,6 @@ def score(
     if done:
         log(f"resuming: {len(done)} of {n_chunks} chunks already done")
 
-    tic = time.perf_counter()
-    snapshot, tables = prepare(catalog, vectors, data.events, data.items, cutoff=cutoff, candidates=candidates)
-    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
     tic = time.perf_counter()
     for number in (n for n in range(n_chunks) if n not in done):  # chunk numbers are stable across reruns
         chunk = user_ids.slice(number * chunk_users, chunk_users)
@@ -221,8 +242,8 @@ def score(
         "rows": rows,
         "users": users,
         "users_requested": int(user_ids.len()),
-        "dropped_rows": data.report.dropped,
-        "repaired_rows": data.report.repaired,
+        "dropped_rows": report.dropped,
+        "repaired_rows": report.repaired,
         "cutoff": cutoff.isoformat(),
         "providers": model.providers,
         "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
