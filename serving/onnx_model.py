@@ -60,8 +60,6 @@ class OnnxInterestModel:
     """`encode_items`, `user_vectors`, `score` over ONNX Runtime sessions of an export folder."""
 
     def __init__(self, folder: str | Path, *, providers: list[str] | None = None, precision: str = "fp32", threads: int = 0, max_length: int | None = None, batch_size: int = 64, io_binding: bool | None = None):
-        import onnxruntime as ort
-
         folder = Path(folder)
         providers = providers or [CPU]
         options = session_options(threads)
@@ -69,12 +67,13 @@ class OnnxInterestModel:
         # core each, than across the cores of one run
         self.workers = (threads or os.cpu_count() or 1) if precision == "int8" and providers[0] == CPU else 1
         item_options = session_options(1) if self.workers > 1 else options
-        try:
-            disabled = CPU_DISABLED_OPTIMIZERS if providers[0] == CPU else []
-            self.sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"), item_options if name == "item_encoder" else options, providers=providers, disabled_optimizers=disabled) for name in ("item_encoder", "user_encoder", "scorer")}
-        except Exception as exc:
-            raise ArtifactError(f"{folder}: ONNX graphs cannot be loaded ({str(exc).splitlines()[0]})") from None
-        self.providers = self.sessions["item_encoder"].get_providers()
+        self._folder, self._asked, self._item_options = folder, providers, item_options
+        self._disabled = CPU_DISABLED_OPTIMIZERS if providers[0] == CPU else []
+        self._item_closed = False
+        # the item encoder (the Transformer, by far the largest session) opens on first use: a nightly
+        # run whose catalog is all in the item-vector cache never loads it
+        self.sessions = {name: self._open(name, options) for name in ("user_encoder", "scorer")}
+        self.providers = self.sessions["user_encoder"].get_providers()
         self.provider = self.providers[0]
         # IO binding (on CUDA by default): outputs are written to memory bound on the provider's device
         # and copied back once, instead of ORT allocating and synchronising per output
@@ -94,11 +93,24 @@ class OnnxInterestModel:
             max_length = json.loads(cfg.read_text())["max_length"] if cfg.exists() else 48
         self.tokenizer = ItemTokenizer(folder / "tokenizer.json", max_length)
 
+    def _open(self, name: str, options):
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(str(self._folder / f"{name}.onnx"), options, providers=self._asked, disabled_optimizers=self._disabled)
+        except Exception as exc:
+            raise ArtifactError(f"{self._folder}: ONNX graph {name}.onnx cannot be loaded ({str(exc).splitlines()[0]})") from None
+
+    def item_session(self):
+        if "item_encoder" not in self.sessions:
+            if self._item_closed:
+                raise ArtifactError("the item encoder was closed after the catalog was encoded; open the export again to encode")
+            self.sessions["item_encoder"] = self._open("item_encoder", self._item_options)
+        return self.sessions["item_encoder"]
+
     def encode_tokens(self, tokens: list[np.ndarray], progress=None) -> np.ndarray:
         out = np.zeros((len(tokens), self.dim), dtype=np.float32)
-        if "item_encoder" not in self.sessions:
-            raise ArtifactError("the item encoder was closed after the catalog was encoded; open the export again to encode")
-        session = self.sessions["item_encoder"]
+        session = self.item_session()
         batches = list(self.tokenizer.batches(tokens, self.batch_size))
 
         def run(batch) -> int:
@@ -139,6 +151,7 @@ class OnnxInterestModel:
     def close_item_encoder(self) -> None:
         """Release the item encoder's session (the largest by far) once the catalog is encoded."""
         self.sessions.pop("item_encoder", None)
+        self._item_closed = True
 
     def _run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         rows = len(next(iter(feeds.values())))

@@ -113,3 +113,19 @@ def test_a_changed_input_discards_stale_parts(exported_model, tiny_shop, tmp_pat
     result = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "recs.parquet", k=4, device="cpu", chunk_users=50)
     assert result["resumed_chunks"] == 0
     assert pl.read_parquet(tmp_path / "recs.parquet")[S.RANK].max() == 4
+
+
+def test_a_fully_cached_catalog_never_opens_the_transformer(exported_model, tmp_path):
+    """The item encoder's session opens on first use, so a rerun with nothing new never loads it."""
+    import pytest
+
+    from recsys.errors import ArtifactError
+
+    texts = ["red running shoes", "blue wool hat"]
+    ItemVectorCache(tmp_path, "key").vectors(OnnxInterestModel(exported_model), texts)
+    model = OnnxInterestModel(exported_model)
+    vectors, stats = ItemVectorCache(tmp_path, "key").vectors(model, texts)
+    assert stats.hits == 2 and "item_encoder" not in model.sessions
+    model.close_item_encoder()
+    with pytest.raises(ArtifactError, match="closed"):
+        model.encode_items(["a lamp"])
