@@ -19,13 +19,13 @@ from recsys.config import CandidateConfig
 from serving.catalog import Catalog
 from serving.history import ClickLog, to_seconds
 
-SOURCE_COLUMNS = ("cand_text_rank", "cand_covisit_weight", "cand_popular_rank", "cand_new_rank", "cand_sources")
+SOURCE_TYPES = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
+SOURCE_COLUMNS = (*SOURCE_TYPES, "cand_sources")
 MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
 USER_BLOCK = 1024  # users per block of candidate generation
 ROW_BLOCK = 256  # users per retrieval matrix product (a (256, N) float32 buffer)
 TOPK_ROWS = 16  # rows per argpartition: its (16, N) int64 result stays in cache
 SCORE_USERS = 128  # users per scorer run (a (128, ~200, D) candidate batch)
-ROW_BLOCK = 256  # rows per top-k step: its temporaries stay small and are reused
 
 
 @dataclass
@@ -121,9 +121,6 @@ def _text_top_k(users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, se
             similarity[start + first : start + first + len(part)] = np.take_along_axis(part, columns, 1)
     order = np.lexsort((top, -similarity), axis=1)
     return np.take_along_axis(top, order, 1), np.take_along_axis(similarity, order, 1)
-
-
-SOURCE_TYPES = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
 
 
 def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], n_items: int) -> pl.DataFrame:

@@ -63,8 +63,9 @@ def open_export(export_dir: str | Path, manifest: dict, config: dict, *, device:
     return model, RankerModel(export_dir / "ranker.txt", config["ranker_features"], threads=threads)
 
 
-def rank_chunks(model, ranker: RankerModel, snapshot: Snapshot, tables: features.FeatureTables, user_ids: pl.Series, *, k: int, candidates: CandidateConfig, history_length: int, chunk_users: int = CHUNK_USERS, share_cold: bool = True) -> Iterator[tuple[int, pl.DataFrame]]:
-    """(chunk number, top-k recommendations of that chunk's users), lazily, one chunk at a time.
+def rank_chunks(model, ranker: RankerModel, snapshot: Snapshot, tables: features.FeatureTables, user_ids: pl.Series, *, k: int, candidates: CandidateConfig, history_length: int, chunk_users: int = CHUNK_USERS, share_cold: bool = True, skip: frozenset[int] = frozenset()) -> Iterator[tuple[int, pl.DataFrame]]:
+    """(chunk number, top-k recommendations of that chunk's users), lazily, one chunk at a time;
+    chunks numbered in `skip` (finished by an earlier, interrupted run) are not ranked.
 
     A user with no event before the cutoff has nothing that tells them apart: the "no history" interest
     vector, no seen items, no co-visitation, null user features. Every such user gets the same list,
@@ -74,6 +75,8 @@ def rank_chunks(model, ranker: RankerModel, snapshot: Snapshot, tables: features
     known = snapshot.users[S.USER_ID].implode()
     shared = None
     for number, begin in enumerate(range(0, user_ids.len(), chunk_users)):
+        if number in skip:
+            continue
         chunk = user_ids.slice(begin, chunk_users)
         if not share_cold:
             yield number, _rank_users(model, ranker, snapshot, tables, chunk, k, candidates, history_length)
@@ -219,11 +222,11 @@ def score(
         log(f"resuming: {len(done)} of {n_chunks} chunks already done")
 
     tic = time.perf_counter()
-    for number in (n for n in range(n_chunks) if n not in done):  # chunk numbers are stable across reruns
-        chunk = user_ids.slice(number * chunk_users, chunk_users)
-        for _, frame in rank_chunks(model, ranker, snapshot, tables, chunk, k=k, candidates=candidates, history_length=config["history_length"], chunk_users=chunk_users):
-            with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
-                frame.write_parquet(tmp)
+    # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
+    # list of users without a past) is ranked once
+    for number, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=config["history_length"], chunk_users=chunk_users, skip=frozenset(done)):
+        with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
+            frame.write_parquet(tmp)
         if progress:
             progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
     timings["rank_s"] = round(time.perf_counter() - tic, 3)
