@@ -17,17 +17,17 @@ import polars as pl  # noqa: E402
 
 def main() -> None:
     from export.onnx_export import export_model
-    from recsys.config import Config
+    from recsys.contracts.config import Config
     from recsys.generate import generate_shop
-    from recsys.pipeline import train_pipeline
+    from recsys.jobs.common import train_model_dir
     from serving.onnx_model import CUDA, OnnxInterestModel
-    from serving.score import score
+    from recsys.jobs.score import score
     from serving.text import item_texts
 
     work = Path(tempfile.mkdtemp(prefix="recsys-gpu-"))
     tic = time.perf_counter()
     generate_shop(work / "shop", users=20_000, items=20_000, days=10, seed=0, new_items_per_day=0)
-    train_pipeline(work / "shop" / "items.parquet", work / "shop" / "events", work / "model", Config().replace(train={"head_epochs": 1, "epochs": 0}))
+    train_model_dir(work / "shop" / "items.parquet", work / "shop" / "events", work / "model", Config().replace(train={"head_epochs": 1, "epochs": 0}))
     print(f"setup (generate + train on CPU): {time.perf_counter() - tic:.0f} s", flush=True)
     fp16 = export_model(work / "model", work / "fp16", precision="fp16")
     export_model(work / "model", work / "fp32", precision="fp32")

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/movielens.py                  # fetch, convert, evaluate, print the table
     .venv/bin/python benchmarks/movielens.py --ablations      # plus the three ablation runs
 
-The ratings ship inside the PyPI wheel of `recbole` (DESIGN.md §7); the script fetches the wheel with pip
+The ratings ship inside the PyPI wheel of `recbole` (docs/ARCHITECTURE.md, "Offline resources"); the script fetches the wheel with pip
 (`pip download --no-deps recbole`) unless --source names a folder holding `ml-100k.inter`/`ml-100k.item`
 (or GroupLens `u.data`/`u.item`). Everything goes to --work (default benchmarks/out/movielens, ignored by
 git): the licence of the data forbids redistribution, so never commit it.
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    from recsys.config import Config, load_config
+    from recsys.contracts.config import Config, load_config
     from recsys.evaluate import headline_columns, headline_rows
-    from recsys.evaluate import evaluate_pipeline
+    from recsys.jobs.evaluate import evaluate
     from recsys.movielens import convert_movielens
 
     started = time.perf_counter()
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     data = convert_movielens(source, args.work / "data")
     print(f"MovieLens-100k: {data['users']} users, {data['items']} items, {data['events']}", file=sys.stderr)
     config = load_config(args.config) if args.config else Config().replace(windows={"ranker_days": RANKER_DAYS})
-    report = evaluate_pipeline(
+    report = evaluate(
         data["items_path"], data["events_path"], args.work / "report", config, test_days=args.test_days, cutoff=args.cutoff,
         device=args.device, ablations=args.ablations, log=lambda message: print(f"· {message}", file=sys.stderr),
     )

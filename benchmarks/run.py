@@ -57,15 +57,15 @@ def machine() -> dict:
 def setup(quick: bool) -> dict:
     """A real model (pretrained encoder, one epoch of heads) and its fp32 and int8 exports."""
     from export.onnx_export import export_model
-    from recsys.config import Config
+    from recsys.contracts.config import Config
     from recsys.generate import generate_shop
-    from recsys.pipeline import train_pipeline
+    from recsys.jobs.common import train_model_dir
 
     shop = OUT / "shop"
     if not (OUT / "model" / "manifest.json").exists():
         generate_shop(shop, users=1500, items=1200, days=14, seed=1)
         cfg = Config().replace(train={"head_epochs": 1, "epochs": 0})
-        train_pipeline(shop / "items.parquet", shop / "events", OUT / "model", cfg)
+        train_model_dir(shop / "items.parquet", shop / "events", OUT / "model", cfg)
     for precision in ("fp32", "int8"):
         if not (OUT / f"export-{precision}" / "manifest.json").exists():
             export_model(OUT / "model", OUT / f"export-{precision}", precision=precision)
@@ -90,7 +90,7 @@ def bench_encoding(art: dict, quick: bool) -> dict:
     """Naive PyTorch eager fp32 padded to 64 tokens vs ONNX Runtime fp32 and int8, length-bucketed."""
     import torch
 
-    from recsys.train import load_text_model
+    from recsys.model_io import load_text_model
     from serving.onnx_model import OnnxInterestModel
 
     texts = catalog_texts(512 if quick else 2048, seed=2)
@@ -240,10 +240,10 @@ def bench_ranker(art: dict, quick: bool) -> dict:
     """LightGBM predict rows/s: the benchmark model's own ranker, and a 200-tree lambdarank of the same width."""
     import lightgbm as lgb
 
-    from serving.ranking import RankerModel
+    from serving.ranking import LambdaRanker
 
     config = json.loads((art["fp32"] / "serving_config.json").read_text())
-    ranker = RankerModel(art["fp32"] / "ranker.txt", config["ranker_features"])
+    ranker = LambdaRanker.load(art["fp32"] / "ranker.txt", config["ranker_features"])
     rows = 200_000 if quick else 1_000_000
     rng = np.random.default_rng(6)
     frame = pl.DataFrame(rng.random((rows, len(ranker.feature_names))), schema=ranker.feature_names)
@@ -259,12 +259,12 @@ def bench_ranker(art: dict, quick: bool) -> dict:
     tic = time.perf_counter()
     big.predict(matrix)
     wide = rows / (time.perf_counter() - tic)
-    return {"rows": rows, "features": len(ranker.feature_names), "trees": ranker.booster.num_trees(), "rows_per_s": shipped, "rows_per_s_200_trees": wide}
+    return {"rows": rows, "features": len(ranker.feature_names), "trees": ranker.n_trees, "rows_per_s": shipped, "rows_per_s_200_trees": wide}
 
 
 def bench_topk_agreement(art: dict, quick: bool) -> dict:
     """Do int8 and fp32 exports recommend the same items? Mean overlap of each user's top-20."""
-    from serving.score import score
+    from recsys.jobs.score import score
 
     shop = art["shop"]
     frames = {}

@@ -16,19 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from recsys import __version__
-from recsys.errors import ArtifactError, ParityError
-from recsys.io import atomic_dir, read_json, sha256_file, write_json
+from recsys.contracts import layout
+from recsys.contracts.errors import ArtifactError, ParityError
+from recsys.contracts.files import MANIFEST, atomic_dir, file_entries, read_json, verify_files, write_json
+from recsys.contracts.layout import GRAPHS, ITEM_ENCODER, SCORER, USER_ENCODER, graph_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 17
 FP32_TOLERANCE = 1e-4  # max abs difference, torch vs ORT fp32, on real inputs
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # mean cosine of item vectors vs torch fp32
 
-GRAPHS = {
-    "item_encoder": {"inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]}, "outputs": {"item_vector": ["batch", "dim"]}},
-    "user_encoder": {"inputs": {"history": ["batch", "history", "dim"], "history_mask": ["batch", "history"]}, "outputs": {"user_vector": ["batch", "dim"]}},
-    "scorer": {"inputs": {"user_vector": ["batch", "dim"], "item_vectors": ["batch", "candidates", "dim"]}, "outputs": {"p_click": ["batch", "candidates"], "p_purchase": ["batch", "candidates"], "similarity": ["batch", "candidates"]}},
-}
 
 
 def _wrappers(model):
@@ -61,7 +58,7 @@ def _wrappers(model):
             return out.p_click, out.p_purchase, out.similarity
 
     del torch
-    return {"item_encoder": ItemGraph(), "user_encoder": UserGraph(), "scorer": ScorerGraph()}
+    return {ITEM_ENCODER: ItemGraph(), USER_ENCODER: UserGraph(), SCORER: ScorerGraph()}
 
 
 def _sample_inputs(model, tokenizer, texts: list[str]):
@@ -76,9 +73,9 @@ def _sample_inputs(model, tokenizer, texts: list[str]):
     users = torch.nn.functional.normalize(torch.randn(2, dim, generator=g), dim=-1)
     items = torch.nn.functional.normalize(torch.randn(2, 5, dim, generator=g), dim=-1)
     return {
-        "item_encoder": (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)),
-        "user_encoder": (history, mask),
-        "scorer": (users, items),
+        ITEM_ENCODER: (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)),
+        USER_ENCODER: (history, mask),
+        SCORER: (users, items),
     }
 
 
@@ -86,7 +83,7 @@ def export_graphs(model, tokenizer, texts: list[str], folder: Path) -> None:
     """Export the three fp32 graphs (dynamic batch, token and candidate axes) and the tokenizer."""
     import torch
 
-    shutil.copyfile(tokenizer.path, folder / "tokenizer.json")
+    shutil.copyfile(tokenizer.path, folder / layout.TOKENIZER_FILE)
     model.eval()
     inputs = _sample_inputs(model, tokenizer, texts)
     for name, module in _wrappers(model).items():
@@ -96,7 +93,7 @@ def export_graphs(model, tokenizer, texts: list[str], folder: Path) -> None:
             warnings.simplefilter("ignore")
             # the TorchScript-based exporter: its BERT graph is the one ORT's transformer optimizer fuses
             torch.onnx.export(
-                module, inputs[name], str(folder / f"{name}.onnx"),
+                module, inputs[name], str(folder / graph_file(name)),
                 input_names=list(spec["inputs"]), output_names=list(spec["outputs"]),
                 dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
             )
@@ -149,7 +146,7 @@ def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: st
     """Compare every graph with PyTorch on real catalog text; raises ParityError when it does not hold."""
     import onnxruntime as ort
 
-    from recsys.train import TorchInterestModel
+    from recsys.model_io import TorchInterestModel
     from serving.onnx_model import OnnxInterestModel
 
     torch_model = TorchInterestModel(model, tokenizer)
@@ -197,44 +194,43 @@ def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: st
 
 def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str = "fp32", log=lambda message: None) -> dict:
     """Export MODEL_DIR to EXPORT_DIR (atomically: a failed export leaves no EXPORT_DIR behind)."""
-    from recsys.train import load_text_model
+    from recsys.model_io import load_text_model
 
     if precision not in PRECISIONS:
         raise ArtifactError(f"precision must be one of {', '.join(PRECISIONS)}, found '{precision}'")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model_manifest = verify_model_dir(model_dir)
     model, tokenizer, config = load_text_model(model_dir)
-    texts = read_json(model_dir / "parity_texts.json")
+    texts = read_json(model_dir / layout.PARITY_TEXTS_FILE)
     with atomic_dir(out_dir) as tmp:
         export_graphs(model, tokenizer, texts, tmp)
         encoder_cfg = model.items.encoder.config
-        fused = {}
-        if precision in ("fp32", "fp16", "int8"):
-            fused = optimize_item_graph(tmp / "item_encoder.onnx", encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, precision if precision == "fp16" else "fp32")
+        item_graph = graph_file(ITEM_ENCODER)
+        fused = optimize_item_graph(tmp / item_graph, encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, precision if precision == "fp16" else "fp32")
         parity = {"fp32": check_parity(model, tokenizer, texts, tmp, "fp32")} if precision == "fp32" else {}
         if precision != "fp32":
             # fp32 parity first, on a copy, so a broken graph is caught before quantisation hides it
             with tempfile.TemporaryDirectory() as ref:
                 export_graphs(model, tokenizer, texts, Path(ref))
-                optimize_item_graph(Path(ref) / "item_encoder.onnx", encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, "fp32")
+                optimize_item_graph(Path(ref) / item_graph, encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, "fp32")
                 parity["fp32"] = check_parity(model, tokenizer, texts, Path(ref), "fp32")
         if precision == "int8":
-            quantize_int8(tmp / "item_encoder.onnx")
+            quantize_int8(tmp / item_graph)
         if precision != "fp32":
             parity[precision] = check_parity(model, tokenizer, texts, tmp, precision)
         log(f"parity: {parity[precision]['item_vector_mean_cosine']:.6f} mean cosine, fp32 max abs diff {parity['fp32']['max_abs_diff']:.2e}")
-        shutil.copyfile(model_dir / "ranker.txt", tmp / "ranker.txt")
+        shutil.copyfile(model_dir / layout.RANKER_FILE, tmp / layout.RANKER_FILE)
         serving_config = {
             "max_length": config.model.max_length,
             "history_length": config.model.history_length,
             "dim": config.model.dim,
             "candidates": config.to_dict()["candidates"],
-            "ranker_features": read_json(model_dir / "ranker_features.json"),
+            "ranker_features": read_json(model_dir / layout.RANKER_FEATURES_FILE),
         }
-        write_json(tmp / "serving_config.json", serving_config)
+        write_json(tmp / layout.SERVING_CONFIG_FILE, serving_config)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         manifest = {
-            "kind": "recsys-export",
+            "kind": layout.EXPORT_KIND,
             "format_version": 1,
             "model_version": model_manifest["model_version"],
             "precision": precision,
@@ -244,14 +240,12 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
             "graphs": GRAPHS,
             "fused_operators": fused,
             "parity": parity,
-            "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in files},
+            "files": file_entries(tmp, files),
         }
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
 def verify_model_dir(model_dir: Path) -> dict:
     """Check a MODEL_DIR's files against its manifest before anything is loaded from it."""
-    from serving.artifacts import verify_files
-
-    return verify_files(Path(model_dir), kind="recsys-model")
+    return verify_files(Path(model_dir), kind=layout.MODEL_KIND)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 MICROSECONDS_PER_DAY = 86_400_000_000
 
@@ -43,7 +43,7 @@ def is_event(kind: str) -> pl.Expr:
 
 
 def is_engagement() -> pl.Expr:
-    """A click or a purchase (a purchase implies a click: DESIGN.md §1)."""
+    """A click or a purchase (a purchase implies a click: docs/ARCHITECTURE.md, "Data")."""
     return pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])
 
 
@@ -93,7 +93,7 @@ def rate_features(prefix: str) -> list[pl.Expr]:
     """Smoothed `{prefix}_ctr` and `{prefix}_purchase_rate` from the all-time counts of a frame with one row per key.
 
     The priors are the rates over the whole frame (the global rates). A click implies the item was shown and
-    a purchase implies a click (DESIGN.md §1), so the denominators are max(impressions, clicks) and
+    a purchase implies a click (docs/ARCHITECTURE.md, "Data"), so the denominators are max(impressions, clicks) and
     max(clicks, purchases): logs that miss some impressions or clicks still give rates in [0, 1].
     The CTR is null when the log holds no impression at all (ratings data, bare click logs): there is no
     exposure to divide by, and LightGBM treats the column as missing rather than as a made-up number.

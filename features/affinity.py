@@ -7,7 +7,7 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 from features._common import events_before, is_engagement, is_event, safe_ratio
 from features.item import item_categories

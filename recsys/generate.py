@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
-from recsys.errors import ConfigError
-from recsys.io import atomic_dir, atomic_path, read_json, write_json
+from recsys.contracts import schema as S
+from recsys.contracts.errors import ConfigError
+from recsys.contracts.timeline import parse_moment
+from recsys.contracts.files import atomic_dir, atomic_path, read_json, write_json
 
 _DAY_US = 86_400 * 1_000_000
 _SECOND_US = 1_000_000
@@ -482,18 +483,10 @@ def _weighted(cum: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def _parse_start(start: str | dt.date | dt.datetime) -> dt.datetime:
-    if isinstance(start, dt.datetime):
-        value = start
-    elif isinstance(start, dt.date):
-        value = dt.datetime(start.year, start.month, start.day)
-    else:
-        try:
-            value = dt.datetime.fromisoformat(str(start))
-        except ValueError:
-            raise ConfigError(f"start: '{start}' is not an ISO date such as 2026-01-01") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
+    try:
+        return parse_moment(start, what="start", epoch=False)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _to_us(value: dt.datetime) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from serving.catalog import Catalog, make_catalog  # noqa: F401 (re-exported for the training side)
 from serving.history import ClickLog
 

@@ -19,10 +19,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
-
-RELEVANCE = "relevance"
-"""Column of `relevant` holding the graded relevance (not in `schema`: it exists only at evaluation)."""
+from recsys.contracts import schema as S
+from recsys.contracts.schema import RELEVANCE
 
 _N_REL = "_n_rel"
 _IDCG = "_idcg"

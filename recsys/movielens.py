@@ -1,6 +1,6 @@
 """MovieLens-100k (GroupLens `u.data` + `u.item`, or RecBole `ml-100k.inter` + `ml-100k.item`) in the contract form.
 
-Each rating becomes a `click`; a rating of 4 or more also a `purchase` one second later (DESIGN.md §7), so the
+Each rating becomes a `click`; a rating of 4 or more also a `purchase` one second later (docs/ARCHITECTURE.md, "Offline resources"), so the
 funnel click → purchase holds. Items get the title, a "Year: … Genres: …" description, the first genre as
 category and domain "movies". The data is never committed: its licence forbids redistribution.
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.data import validate_events, validate_items
-from recsys.errors import SchemaError
-from recsys.io import atomic_path
+from recsys.contracts.errors import SchemaError
+from recsys.contracts.files import atomic_path
 
 DOMAIN = "movies"
 PURCHASE_MIN_RATING = 4.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.config import Config
+from recsys.contracts.config import Config
 from serving.text import ItemTokenizer
 
 

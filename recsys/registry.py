@@ -20,12 +20,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import metadata
@@ -33,14 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from recsys import __version__
-from recsys.errors import ArtifactError, RecsysError
-from recsys.io import sha256_file, write_json
+from recsys.contracts.config import load_config
+from recsys.contracts.errors import ArtifactError, RecsysError
+from recsys.contracts.files import MANIFEST, check_files, file_entry, read_json_object, sha256_file, staging_dir, verify_files, write_json
+from recsys.contracts.layout import CONFIG_FILE, EXPORT_KIND, MODEL_KIND, VERSION_KIND
+from recsys.contracts.layout import EXPORT_SUBDIR as EXPORT
+from recsys.contracts.layout import MODEL_SUBDIR as MODEL
 
 REGISTRY_FILE = "registry.json"
 VERSION_FILE = "version.json"
 VERSIONS_DIR = "versions"
 LOCK_FILE = ".lock"
-MODEL, EXPORT = "model", "export"
 _VERSION_NAME = re.compile(r"^v(\d{4,})$")
 _PACKAGES = ("polars", "numpy", "lightgbm", "onnxruntime", "onnxruntime-gpu", "tokenizers", "torch", "transformers")
 
@@ -68,22 +68,6 @@ def code_version() -> dict[str, Any]:
     return {"recsys": __version__, "git_commit": commit, "git_dirty": dirty, "packages": packages}
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc}); {what}") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path}: not a JSON object; {what}")
-    return data
-
-
-def _file_entry(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
 class Registry:
     """A registry folder. `Registry(path)` opens an existing one; `Registry.create(path)` makes it if needed."""
 
@@ -108,7 +92,7 @@ class Registry:
     # --- reading -------------------------------------------------------------------------------------------
 
     def state(self) -> dict:
-        state = _read_json(self.root / REGISTRY_FILE, "the registry index is damaged; restore it from a backup")
+        state = read_json_object(self.root / REGISTRY_FILE, "the registry index is damaged; restore it from a backup")
         if state.get("kind") != "recsys-registry":
             raise ArtifactError(f"{self.root / REGISTRY_FILE}: is a '{state.get('kind')}' file, expected 'recsys-registry'")
         return state
@@ -136,17 +120,15 @@ class Registry:
         return sorted(names, key=lambda name: int(name[1:]))
 
     def manifest(self, version: str) -> dict:
-        return _read_json(self.version_dir(version) / VERSION_FILE, "the version folder is damaged")
+        return read_json_object(self.version_dir(version) / VERSION_FILE, "the version folder is damaged")
 
     def verify(self, version: str) -> dict:
         """The version's manifest after checking every file of its model and export against the recorded sha256."""
-        from serving.artifacts import check_files, verify_files
-
         folder = self.version_dir(version)
         manifest = self.manifest(version)
         check_files(folder, manifest.get("files", {}), listed_in=VERSION_FILE, consequence=f"version {version} cannot be used")
-        model = verify_files(folder / MODEL, kind="recsys-model")
-        export = verify_files(folder / EXPORT, kind="recsys-export")
+        model = verify_files(folder / MODEL, kind=MODEL_KIND)
+        export = verify_files(folder / EXPORT, kind=EXPORT_KIND)
         if model["model_version"] != export["model_version"] or model["model_version"] != manifest.get("model_version"):
             raise ArtifactError(f"{folder}: model, export and {VERSION_FILE} name different models; version {version} cannot be used")
         return manifest
@@ -190,22 +172,17 @@ class Registry:
     @contextlib.contextmanager
     def stage(self) -> Iterator[Path]:
         """A staging folder inside the registry for a version being built; removed unless registered."""
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root / VERSIONS_DIR))
-        try:
+        with staging_dir(self.root / VERSIONS_DIR, prefix=".staging-", suffix="") as staging:
             yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def register(self, staging: Path, *, created_by: str, parent: str | None = None, gate: dict | None = None) -> str:
         """Describe the model/ and export/ in `staging` in version.json and rename it to the next version number."""
-        from serving.artifacts import verify_files
-
-        model = verify_files(staging / MODEL, kind="recsys-model")
-        export = verify_files(staging / EXPORT, kind="recsys-export")
+        model = verify_files(staging / MODEL, kind=MODEL_KIND)
+        export = verify_files(staging / EXPORT, kind=EXPORT_KIND)
         if model["model_version"] != export["model_version"]:
             raise ArtifactError(f"{staging}: the export is of model {export['model_version']}, not {model['model_version']}")
         manifest = {
-            "kind": "recsys-model-version",
+            "kind": VERSION_KIND,
             "format_version": 1,
             "version": None,  # set below, under the lock
             "model_version": model["model_version"],
@@ -221,8 +198,8 @@ class Registry:
             "metrics": model.get("metrics", {}),
             "parity": export.get("parity"),
             "gate": gate,
-            "config": _config_dict(staging / MODEL / "config.toml"),
-            "files": {f"{MODEL}/manifest.json": _file_entry(staging / MODEL / "manifest.json"), f"{EXPORT}/manifest.json": _file_entry(staging / EXPORT / "manifest.json")},
+            "config": load_config(staging / MODEL / CONFIG_FILE).to_dict(),
+            "files": {f"{part}/{MANIFEST}": file_entry(staging / part / MANIFEST) for part in (MODEL, EXPORT)},
         }
         with _locked(self.root):
             names = self.version_names()
@@ -287,12 +264,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _config_dict(path: Path) -> dict:
-    from recsys.config import load_config
-
-    return load_config(path).to_dict()
-
-
 def resolve_export_dir(path: str | Path, log=lambda message: None) -> Path:
     """An EXPORT_DIR from what `recsys score --model` was given: an export, a registry (its champion) or a version folder."""
     path = Path(path)
@@ -314,8 +285,8 @@ def resolve_export_dir(path: str | Path, log=lambda message: None) -> Path:
 
 def _check_listed(folder: Path, part: str) -> None:
     """The export's manifest is the one version.json recorded (the export's own files are checked on load)."""
-    manifest = _read_json(folder / VERSION_FILE, "the version folder is damaged")
-    meta = manifest.get("files", {}).get(f"{part}/manifest.json")
-    path = folder / part / "manifest.json"
+    manifest = read_json_object(folder / VERSION_FILE, "the version folder is damaged")
+    meta = manifest.get("files", {}).get(f"{part}/{MANIFEST}")
+    path = folder / part / MANIFEST
     if meta is None or not path.is_file() or sha256_file(path) != meta["sha256"]:
         raise ArtifactError(f"{path}: missing or modified (sha256 does not match {folder / VERSION_FILE})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from recsys.io import atomic_dir, atomic_path, write_json
+from recsys.contracts.files import atomic_dir, atomic_path, write_json
 
 PLOTS_DIR = "plots"
 # one colour per system, the same in every figure

@@ -1,4 +1,4 @@
-"""Fine-tune the multi-task text model on exposures; save and load MODEL_DIR's text model.
+"""Fine-tune the multi-task text model on exposures (building, saving and loading it: `recsys.model_io`).
 
 Each step encodes a batch of distinct items once, with gradients, and scores every sampled exposure of
 those items. Users' histories read item vectors from a memory bank of pooled encoder outputs, refreshed
@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
-from recsys.config import Config, dump_toml, load_config
-from recsys.errors import ArtifactError, RecsysError
+from recsys.contracts import schema as S
+from recsys.contracts.config import Config
+from recsys.contracts.errors import RecsysError
+from recsys.contracts.layout import TOKENIZER_FILE
 from recsys.interactions import click_log, epoch_seconds, exposures, has_impressions, user_index_of
+from recsys.model_io import build_model, set_seed, torch_module as _torch
 from serving.catalog import Catalog
 from serving.text import ItemTokenizer, item_texts
 
@@ -31,24 +33,7 @@ if TYPE_CHECKING:  # torch is imported lazily, where it is used
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-TEXT_MODEL_FILE = "text_model.safetensors"
 POSITION_BIAS_LR = 0.03
-ENCODER_DIR = "encoder"
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def set_seed(seed: int) -> None:
-    import random
-
-    torch = _torch()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def configure_threads(threads: int) -> None:
@@ -99,16 +84,6 @@ def build_training_data(events: pl.DataFrame, catalog: Catalog, tokenizer: ItemT
         "negatives": "sampled in batch" if sample_negatives else "impressions",
     }
     return data
-
-
-def build_model(config: Config, encoder_folder: Path):
-    from recsys.encoder import load_encoder
-    from recsys.model import TextRecModel
-
-    set_seed(config.train.seed)
-    model = TextRecModel(config.model, load_encoder(encoder_folder), tuple(t.name for t in config.tasks))
-    model.items.freeze_lower_layers(config.model.freeze_layers)
-    return model
 
 
 def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], batch_size: int = 128) -> "torch.Tensor":
@@ -163,7 +138,7 @@ def train_text_model(
 
     configure_threads(config.train.threads)
     set_seed(config.train.seed)
-    tokenizer = ItemTokenizer(encoder_folder / "tokenizer.json", config.model.max_length)
+    tokenizer = ItemTokenizer(encoder_folder / TOKENIZER_FILE, config.model.max_length)
     if config.train.mlm_epochs > 0 and model is None:
         from recsys.pretrain import adapt_encoder
 
@@ -303,75 +278,3 @@ def evaluate_exposures(model, tokenizer: ItemTokenizer, data: TrainingData, rows
     return {"click_auc": auc(p_click, click.ravel()), "purchase_auc": auc(p_buy, buy.ravel())}
 
 
-class TorchInterestModel:
-    """The scoring interface of serving (`encode_items`, `user_vectors`, `score`) over the torch model."""
-
-    provider = "torch-cpu"
-
-    def __init__(self, model, tokenizer: ItemTokenizer, batch_size: int = 128):
-        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
-        self.dim = model.config.dim
-        self.history_length = model.config.history_length
-
-    def encode_items(self, texts: list[str], progress=None) -> np.ndarray:
-        torch = _torch()
-        tokens = self.tokenizer.encode(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        done = 0
-        with torch.inference_mode():
-            for batch in self.tokenizer.batches(tokens, self.batch_size):
-                out[batch.order] = self.model.items(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
-                done += len(batch.order)
-                if progress:
-                    progress("encode items", done, len(texts))
-        return out
-
-    def user_vectors(self, history: np.ndarray, history_mask: np.ndarray) -> np.ndarray:
-        torch = _torch()
-        with torch.inference_mode():
-            return self.model.users(torch.from_numpy(history), torch.from_numpy(history_mask)).numpy()
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        torch = _torch()
-        with torch.inference_mode():
-            out = self.model.scorer(torch.from_numpy(users), torch.from_numpy(items))
-            return out.p_click.numpy(), out.p_purchase.numpy(), out.similarity.numpy()
-
-
-def save_text_model(model, tokenizer: ItemTokenizer, config: Config, folder: Path) -> list[str]:
-    """Weights as safetensors, resolved config as TOML, encoder config and tokenizer; returns file names."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / TEXT_MODEL_FILE), metadata={"format": "pt"})
-    (folder / "config.toml").write_text(dump_toml(config), encoding="utf-8")
-    (folder / ENCODER_DIR).mkdir(exist_ok=True)
-    model.items.encoder.config.to_json_file(str(folder / ENCODER_DIR / "config.json"))
-    (folder / ENCODER_DIR / "tokenizer.json").write_bytes(tokenizer.path.read_bytes())
-    return [TEXT_MODEL_FILE, "config.toml", f"{ENCODER_DIR}/config.json", f"{ENCODER_DIR}/tokenizer.json"]
-
-
-def load_text_model(folder: Path):
-    """(model, tokenizer, config) rebuilt from a MODEL_DIR, without the pretrained weights' source."""
-    from safetensors.torch import load_file
-
-    from recsys.encoder import encoder_from_config
-    from recsys.model import TextRecModel
-
-    folder = Path(folder)
-    for name in (TEXT_MODEL_FILE, "config.toml", f"{ENCODER_DIR}/config.json", f"{ENCODER_DIR}/tokenizer.json"):
-        if not (folder / name).is_file():
-            raise ArtifactError(f"{folder}: not a model folder ({name} is missing); create one with `recsys train`")
-    config = load_config(folder / "config.toml")
-    model = TextRecModel(config.model, encoder_from_config(folder / ENCODER_DIR / "config.json"), tuple(t.name for t in config.tasks))
-    try:
-        state = load_file(str(folder / TEXT_MODEL_FILE))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except Exception as exc:
-        raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: cannot be loaded ({exc})") from None
-    if missing or unexpected:
-        raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.eval()
-    tokenizer = ItemTokenizer(folder / ENCODER_DIR / "tokenizer.json", config.model.max_length)
-    return model, tokenizer, config

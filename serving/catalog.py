@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 
 @dataclass

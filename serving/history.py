@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 
 def to_seconds(moment: datetime) -> int:

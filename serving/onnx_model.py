@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.errors import ArtifactError
+from recsys.contracts.errors import ArtifactError
+from recsys.contracts.files import read_json_object
+from recsys.contracts.layout import ITEM_ENCODER, SCORER, SERVING_CONFIG_FILE, TOKENIZER_FILE, USER_ENCODER, graph_file
 from serving.text import ItemTokenizer
 
 CPU = "CPUExecutionProvider"
@@ -57,7 +59,8 @@ def session_options(threads: int = 0):
 
 
 class OnnxInterestModel:
-    """`encode_items`, `user_vectors`, `score` over ONNX Runtime sessions of an export folder."""
+    """The `InterestModel` interface (`encode_items`, `user_vectors`, `score`) over ONNX Runtime sessions
+    of an export folder. `max_length` defaults to the export's serving config."""
 
     def __init__(self, folder: str | Path, *, providers: list[str] | None = None, precision: str = "fp32", threads: int = 0, max_length: int | None = None, batch_size: int = 64, io_binding: bool | None = None):
         folder = Path(folder)
@@ -72,8 +75,8 @@ class OnnxInterestModel:
         self._item_closed = False
         # the item encoder (the Transformer, by far the largest session) opens on first use: a nightly
         # run whose catalog is all in the item-vector cache never loads it
-        self.sessions = {name: self._open(name, options) for name in ("user_encoder", "scorer")}
-        self.providers = self.sessions["user_encoder"].get_providers()
+        self.sessions = {name: self._open(name, options) for name in (USER_ENCODER, SCORER)}
+        self.providers = self.sessions[USER_ENCODER].get_providers()
         self.provider = self.providers[0]
         # IO binding (on CUDA by default): outputs are written to memory bound on the provider's device
         # and copied back once, instead of ORT allocating and synchronising per output
@@ -84,29 +87,26 @@ class OnnxInterestModel:
         # items sharing its batch; one item per run (no padding either) makes it a function of its text
         # alone — what the item-vector cache and identical reruns need. Measured as fast as batching here.
         self.batch_size = 1 if precision == "int8" else batch_size
-        user_input = self.sessions["user_encoder"].get_inputs()[0].shape
+        user_input = self.sessions[USER_ENCODER].get_inputs()[0].shape
         self.history_length, self.dim = int(user_input[1]), int(user_input[2])
         if max_length is None:
-            import json
-
-            cfg = folder / "serving_config.json"
-            max_length = json.loads(cfg.read_text())["max_length"] if cfg.exists() else 48
-        self.tokenizer = ItemTokenizer(folder / "tokenizer.json", max_length)
+            max_length = read_json_object(folder / SERVING_CONFIG_FILE, "re-export the model")["max_length"]
+        self.tokenizer = ItemTokenizer(folder / TOKENIZER_FILE, max_length)
 
     def _open(self, name: str, options):
         import onnxruntime as ort
 
         try:
-            return ort.InferenceSession(str(self._folder / f"{name}.onnx"), options, providers=self._asked, disabled_optimizers=self._disabled)
+            return ort.InferenceSession(str(self._folder / graph_file(name)), options, providers=self._asked, disabled_optimizers=self._disabled)
         except Exception as exc:
-            raise ArtifactError(f"{self._folder}: ONNX graph {name}.onnx cannot be loaded ({str(exc).splitlines()[0]})") from None
+            raise ArtifactError(f"{self._folder}: ONNX graph {graph_file(name)} cannot be loaded ({str(exc).splitlines()[0]})") from None
 
     def item_session(self):
-        if "item_encoder" not in self.sessions:
+        if ITEM_ENCODER not in self.sessions:
             if self._item_closed:
                 raise ArtifactError("the item encoder was closed after the catalog was encoded; open the export again to encode")
-            self.sessions["item_encoder"] = self._open("item_encoder", self._item_options)
-        return self.sessions["item_encoder"]
+            self.sessions[ITEM_ENCODER] = self._open(ITEM_ENCODER, self._item_options)
+        return self.sessions[ITEM_ENCODER]
 
     def encode_tokens(self, tokens: list[np.ndarray], progress=None) -> np.ndarray:
         out = np.zeros((len(tokens), self.dim), dtype=np.float32)
@@ -141,21 +141,21 @@ class OnnxInterestModel:
         return self.encode_tokens(self.tokenizer.encode(texts), progress)
 
     def user_vectors(self, history: np.ndarray, history_mask: np.ndarray) -> np.ndarray:
-        (users,) = self._run(self.sessions["user_encoder"], {"history": history.astype(np.float32, copy=False), "history_mask": history_mask.astype(np.float32, copy=False)})
+        (users,) = self._run(self.sessions[USER_ENCODER], {"history": history.astype(np.float32, copy=False), "history_mask": history_mask.astype(np.float32, copy=False)})
         return users
 
     def score(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p_click, p_purchase, similarity = self._run(self.sessions["scorer"], {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)})
+        p_click, p_purchase, similarity = self._run(self.sessions[SCORER], {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)})
         return p_click, p_purchase, similarity
 
     def close_item_encoder(self) -> None:
         """Release the item encoder's session (the largest by far) once the catalog is encoded."""
-        self.sessions.pop("item_encoder", None)
+        self.sessions.pop(ITEM_ENCODER, None)
         self._item_closed = True
 
     def _run(self, session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         rows = len(next(iter(feeds.values())))
-        if rows == 1 and session is not self.sessions.get("item_encoder"):
+        if rows == 1 and session is not self.sessions.get(ITEM_ENCODER):
             # a one-row matrix product runs another kernel (GEMV) whose sums round differently: a lone
             # user is run as two rows, so their numbers never depend on how many users share the batch
             return [out[:1] for out in self._run(session, {k: np.concatenate([v, v]) for k, v in feeds.items()})]

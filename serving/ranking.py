@@ -1,4 +1,9 @@
-"""The LightGBM ranker at scoring time: behavioral features joined to candidates, scores, top-K."""
+"""The LightGBM LambdaRank ranker: one estimator for training and scoring, its labels, its feature
+matrix, and the top-K of its scores.
+
+`LambdaRanker` follows scikit-learn's estimator contract (`fit` returns the estimator, fitted state
+ends in `_`), plus `save`/`load` through LightGBM's own text format (never pickle).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,21 @@ import numpy as np
 import polars as pl
 
 import features
-from recsys import schema as S
-from recsys.errors import ArtifactError
+from recsys.contracts import schema as S
+from recsys.contracts.config import RankerConfig
+from recsys.contracts.errors import ArtifactError, RecsysError
+from recsys.contracts.schema import RELEVANCE
 from serving.candidates import MODEL_COLUMNS, SOURCE_COLUMNS, Snapshot
 
 RANKER_FEATURES: tuple[str, ...] = (*MODEL_COLUMNS, *SOURCE_COLUMNS, *features.FEATURE_COLUMNS)
+
+
+def relevance_labels(events: pl.DataFrame, *, start, end) -> pl.DataFrame:
+    """(user_id, item_id, relevance) from the window [start, end): purchase 2 > click 1."""
+    window = events.filter((pl.col(S.TIMESTAMP) >= start) & (pl.col(S.TIMESTAMP) < end) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    return window.group_by(S.USER_ID, S.ITEM_ID).agg(
+        pl.when(pl.col(S.EVENT) == S.PURCHASE).then(2).otherwise(1).max().cast(pl.Int32).alias(RELEVANCE)
+    )
 
 
 def with_features(candidates: pl.DataFrame, snapshot: Snapshot) -> pl.DataFrame:
@@ -30,27 +45,109 @@ def feature_matrix(frame: pl.DataFrame, names: list[str] | tuple[str, ...]) -> n
     return frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
 
 
-class RankerModel:
-    """A LightGBM booster read from its text file (never pickle)."""
+class LambdaRanker:
+    """LightGBM's own lambdarank objective, grouped by user; trees chosen by NDCG@10 in user-level CV."""
 
-    def __init__(self, path: str | Path, feature_names: list[str], threads: int = 0):
-        import lightgbm as lgb
-
-        self.path = Path(path)
-        try:
-            self.booster = lgb.Booster(model_file=str(self.path))
-        except Exception as exc:
-            raise ArtifactError(f"{self.path}: not a LightGBM model ({str(exc).splitlines()[0]})") from None
+    def __init__(self, config: RankerConfig | None = None, feature_names: list[str] | tuple[str, ...] = (), *, threads: int = 0):
+        self.config = config or RankerConfig()
         self.feature_names = list(feature_names)
-        if self.booster.num_feature() != len(self.feature_names):
-            raise ArtifactError(f"{self.path}: model has {self.booster.num_feature()} features, ranker_features lists {len(self.feature_names)}")
         self.threads = threads
 
+    def fit(self, frame: pl.DataFrame) -> "LambdaRanker":
+        """`frame`: one row per (user, candidate) with the features and a `relevance` column."""
+        import lightgbm as lgb
+
+        # group by user_id: user_index is -1 for every user without a past, so it does not identify a query
+        frame = frame.filter(pl.col(RELEVANCE).max().over(S.USER_ID) > 0).sort([S.USER_ID, "item_index"])
+        users = frame[S.USER_ID].unique().sort().to_numpy()
+        if len(users) < 2:
+            raise RecsysError("the ranker window has fewer than two users with a click among their candidates: nothing to rank (widen windows.ranker_days)")
+        # the number of trees is chosen by cross-validation over users, then one model is trained on all
+        # of them: a single held-out split of a few dozen users picked anywhere from 5 to 30 trees
+        rng = np.random.default_rng(self.config.seed)
+        folds = min(self.config.cv_folds, len(users))
+        fold_of_user = dict(zip(users.tolist(), (rng.permutation(len(users)) % folds).tolist()))
+        fold = frame[S.USER_ID].replace_strict(fold_of_user, return_dtype=pl.Int64).to_numpy()
+
+        def dataset(mask: np.ndarray, reference=None):
+            part = frame.filter(pl.Series(mask))
+            groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
+            return lgb.Dataset(feature_matrix(part, self.feature_names), label=part[RELEVANCE].to_numpy(), group=groups, feature_name=self.feature_names, reference=reference, free_raw_data=False)
+
+        params = {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [10],
+            "label_gain": [0, 1, 3],  # 2^rel - 1
+            "num_leaves": self.config.num_leaves,
+            "learning_rate": self.config.learning_rate,
+            "min_data_in_leaf": self.config.min_data_in_leaf,
+            "lambda_l2": self.config.lambda_l2,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.9,
+            "bagging_freq": 1,
+            "seed": self.config.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 0,
+            "verbose": -1,
+        }
+        curves = []
+        for k in range(folds):
+            train = dataset(fold != k)
+            record: dict = {}
+            lgb.train(params, train, num_boost_round=self.config.n_estimators, valid_sets=[dataset(fold == k, reference=train)], valid_names=["valid"], callbacks=[lgb.record_evaluation(record)])
+            curves.append(record["valid"]["ndcg@10"])
+        curve = np.mean(np.asarray(curves), axis=0)
+        best = int(np.argmax(curve)) + 1
+        self.booster_ = lgb.train(params, dataset(np.ones(frame.height, dtype=bool)), num_boost_round=best)
+        self.metrics_ = {
+            "users": int(len(users)),
+            "cv_folds": folds,
+            "rows": int(frame.height),
+            "best_iteration": best,
+            "valid_ndcg@10": float(curve[best - 1]),
+            "valid_ndcg@10_curve": [float(x) for x in curve],
+            "valid_ndcg@10_fold_std": float(np.std([c[best - 1] for c in curves])),
+            "feature_importance_gain": dict(sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]),
+        }
+        return self
+
+    @property
+    def n_trees(self) -> int:
+        return self._fitted().num_trees()
+
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """Ranker scores of the rows of `frame` (higher is better), every tree of the model."""
+        booster = self._fitted()
         if frame.height == 0:
             return np.zeros(0)
         params = {"num_threads": self.threads} if self.threads else {}
-        return self.booster.predict(feature_matrix(frame, self.feature_names), **params)
+        return booster.predict(feature_matrix(frame, self.feature_names), **params)
+
+    def save(self, path: str | Path) -> None:
+        self._fitted().save_model(str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, feature_names: list[str] | tuple[str, ...], *, threads: int = 0) -> "LambdaRanker":
+        """A fitted ranker from LightGBM's text file and the feature names it was trained on."""
+        import lightgbm as lgb
+
+        path = Path(path)
+        try:
+            booster = lgb.Booster(model_file=str(path))
+        except Exception as exc:
+            raise ArtifactError(f"{path}: not a LightGBM model ({str(exc).splitlines()[0]})") from None
+        if booster.num_feature() != len(feature_names):
+            raise ArtifactError(f"{path}: model has {booster.num_feature()} features, ranker_features lists {len(feature_names)}")
+        ranker = cls(feature_names=feature_names, threads=threads)
+        ranker.booster_ = booster
+        return ranker
+
+    def _fitted(self):
+        if not hasattr(self, "booster_"):
+            raise RecsysError("LambdaRanker is not fitted; call fit() or load() first")
+        return self.booster_
 
 
 def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:

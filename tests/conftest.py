@@ -64,7 +64,7 @@ def tiny_encoder(tmp_path_factory, tiny_shop) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_encoder):
-    from recsys.config import Config
+    from recsys.contracts.config import Config
 
     return Config().replace(
         model={"encoder_path": str(tiny_encoder), "dim": 16, "heads": 2, "history_length": 5, "max_length": 24},
@@ -77,7 +77,7 @@ def tiny_config(tiny_encoder):
 
 @pytest.fixture(scope="session")
 def tiny_config_file(tmp_path_factory, tiny_config) -> Path:
-    from recsys.config import dump_toml
+    from recsys.contracts.config import dump_toml
 
     path = tmp_path_factory.mktemp("config") / "tiny.toml"
     path.write_text(dump_toml(tiny_config), encoding="utf-8")
@@ -86,10 +86,10 @@ def tiny_config_file(tmp_path_factory, tiny_config) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, tiny_shop, tiny_config) -> Path:
-    from recsys.pipeline import train_pipeline
+    from recsys.jobs.common import train_model_dir
 
     folder = tmp_path_factory.mktemp("models") / "model"
-    train_pipeline(tiny_shop / "items.parquet", tiny_shop / "events", folder, tiny_config)
+    train_model_dir(tiny_shop / "items.parquet", tiny_shop / "events", folder, tiny_config)
     return folder
 
 

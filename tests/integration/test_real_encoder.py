@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys import schema as S
-from recsys.config import Config, ModelConfig
+from recsys.contracts import schema as S
+from recsys.contracts.config import Config, ModelConfig
 from recsys.encoder import resolve_encoder
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,8 @@ def test_pretrained_vectors_know_what_items_are_about():
 def test_train_export_score_with_the_real_encoder(tmp_path):
     from export.onnx_export import FP32_TOLERANCE, export_model
     from recsys.generate import generate_shop
-    from recsys.pipeline import train_pipeline
-    from serving.score import score
+    from recsys.jobs.common import train_model_dir
+    from recsys.jobs.score import score
 
     shop = tmp_path / "shop"
     generate_shop(shop, users=150, items=100, days=9, seed=11, new_items_per_day=3)
@@ -56,7 +56,7 @@ def test_train_export_score_with_the_real_encoder(tmp_path):
         ranker={"n_estimators": 20, "min_data_in_leaf": 5},
         windows={"ranker_days": 3.0},
     )
-    train_pipeline(shop / "items.parquet", shop / "events", tmp_path / "model", cfg)
+    train_model_dir(shop / "items.parquet", shop / "events", tmp_path / "model", cfg)
     manifest = export_model(tmp_path / "model", tmp_path / "export", precision="fp32")
     assert manifest["parity"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE
     assert manifest["fused_operators"].get("Attention", 0) + manifest["fused_operators"].get("MultiHeadAttention", 0) >= 6  # ORT fused every layer

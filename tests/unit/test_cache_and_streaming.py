@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from serving.cache import ItemVectorCache
 from serving.onnx_model import OnnxInterestModel
 
@@ -70,7 +70,7 @@ def test_vectors_do_not_depend_on_batch_neighbours(trained_model, exported_model
 
 
 def test_chunked_scoring_equals_a_single_chunk(exported_model, tiny_shop, tmp_path):
-    from serving.score import score
+    from recsys.jobs.score import score
 
     args = (exported_model, tiny_shop / "items.parquet", tiny_shop / "events")
     one = score(*args, tmp_path / "one.parquet", k=8, device="cpu", chunk_users=100_000)
@@ -81,7 +81,7 @@ def test_chunked_scoring_equals_a_single_chunk(exported_model, tiny_shop, tmp_pa
 
 
 def test_sigkill_mid_run_leaves_no_partial_output_and_resume_matches(exported_model, tiny_shop, tmp_path):
-    from serving.score import score
+    from recsys.jobs.score import score
 
     reference = tmp_path / "reference.parquet"
     score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", reference, k=8, device="cpu", chunk_users=3, cache_dir=None)
@@ -104,7 +104,7 @@ def test_sigkill_mid_run_leaves_no_partial_output_and_resume_matches(exported_mo
 
 
 def test_a_changed_input_discards_stale_parts(exported_model, tiny_shop, tmp_path):
-    from serving.score import score
+    from recsys.jobs.score import score
 
     parts = tmp_path / ".recs.parquet.parts"
     parts.mkdir()
@@ -119,7 +119,7 @@ def test_a_fully_cached_catalog_never_opens_the_transformer(exported_model, tmp_
     """The item encoder's session opens on first use, so a rerun with nothing new never loads it."""
     import pytest
 
-    from recsys.errors import ArtifactError
+    from recsys.contracts.errors import ArtifactError
 
     texts = ["red running shoes", "blue wool hat"]
     ItemVectorCache(tmp_path, "key").vectors(OnnxInterestModel(exported_model), texts)

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.cli import app
 
 runner = CliRunner()

@@ -4,8 +4,8 @@ import tomllib
 
 import pytest
 
-from recsys.config import Config, config_from_dict, dump_toml, load_config
-from recsys.errors import ConfigError
+from recsys.contracts.config import Config, config_from_dict, dump_toml, load_config
+from recsys.contracts.errors import ConfigError
 
 
 def test_defaults_round_trip_through_toml():

@@ -7,9 +7,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.data import load_dataset, load_events, load_items
-from recsys.errors import SchemaError
+from recsys.contracts.errors import SchemaError
 
 
 def items_frame(**overrides):

@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys import schema as S
-from recsys.errors import RecsysError
+from recsys.contracts import schema as S
+from recsys.contracts.errors import RecsysError
+from recsys.jobs.evaluate import evaluate
 from recsys.evaluate import (
     COLD_ITEMS,
     FULL,
@@ -19,7 +20,6 @@ from recsys.evaluate import (
     ablation_variants,
     covisitation_baseline,
     define_slices,
-    evaluate_pipeline,
     heldout_relevance,
     oracle_recommendations,
     parse_cutoff,
@@ -46,7 +46,7 @@ def _events(rows) -> pl.DataFrame:
 def evaluated(tiny_shop, tiny_config, tmp_path_factory):
     """One evaluation with ablations and cross-domain on the tiny shop (about 15 s), shared by the tests below."""
     out = tmp_path_factory.mktemp("evaluation") / "report"
-    report = evaluate_pipeline(tiny_shop / "items.parquet", tiny_shop / "events", out, tiny_config, test_days=2, device="cpu", ablations=True)
+    report = evaluate(tiny_shop / "items.parquet", tiny_shop / "events", out, tiny_config, test_days=2, device="cpu", ablations=True)
     return out, report
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from export.onnx_export import FP32_TOLERANCE, export_model
-from recsys.errors import ArtifactError
-from serving.artifacts import verify_files
+from recsys.contracts.errors import ArtifactError
+from recsys.contracts.files import verify_files
 
 
 def test_fp32_export_reproduces_pytorch(exported_model):
@@ -23,7 +23,7 @@ def test_fp32_export_reproduces_pytorch(exported_model):
 
 
 def test_onnx_and_torch_give_the_same_vectors_on_new_text(exported_model, trained_model):
-    from recsys.train import TorchInterestModel, load_text_model
+    from recsys.model_io import TorchInterestModel, load_text_model
     from serving.onnx_model import OnnxInterestModel
 
     model, tokenizer, _ = load_text_model(trained_model)

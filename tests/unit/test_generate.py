@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.data import load_dataset, read_table, validate_events, validate_items
-from recsys.errors import ConfigError
+from recsys.contracts.errors import ConfigError
 from recsys.generate import generate_shop, true_probabilities
-from recsys.io import read_json
+from recsys.contracts.files import read_json
 
 SMALL = {"users": 200, "items": 150, "days": 5, "new_items_per_day": 10}
 START = dt.datetime(2026, 1, 1)

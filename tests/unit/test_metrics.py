@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from recsys import metrics as M
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 
 def _recs(rows):

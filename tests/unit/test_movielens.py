@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.data import load_dataset, validate_events, validate_items
-from recsys.errors import SchemaError
+from recsys.contracts.errors import SchemaError
 from recsys.movielens import GENRES, convert_movielens, load_movielens
 
 # (id, title, year or None, genres); a tiny stand-in for the real data, which is never committed

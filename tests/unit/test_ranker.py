@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from recsys.config import RankerConfig
-from recsys.ranker import RELEVANCE, LambdaRanker
-from serving.ranking import RankerModel, top_k
+from recsys.contracts.config import RankerConfig
+from recsys.contracts.schema import RELEVANCE
+from serving.ranking import LambdaRanker, top_k
 
 
 def test_ranker_orders_by_the_signal_and_survives_a_text_round_trip(tmp_path):
@@ -24,7 +24,7 @@ def test_ranker_orders_by_the_signal_and_survives_a_text_round_trip(tmp_path):
     ranker = LambdaRanker(RankerConfig(n_estimators=60, min_data_in_leaf=5), ["signal", "noise"]).fit(frame)
     assert ranker.metrics_["valid_ndcg@10"] > 0.9
     ranker.save(tmp_path / "ranker.txt")
-    loaded = RankerModel(tmp_path / "ranker.txt", ["signal", "noise"])
+    loaded = LambdaRanker.load(tmp_path / "ranker.txt", ["signal", "noise"])
     scores = loaded.predict(frame)
     assert np.corrcoef(scores, signal)[0, 1] > 0.8
     assert np.allclose(scores, ranker.booster_.predict(frame.select("signal", "noise").to_numpy(), ))

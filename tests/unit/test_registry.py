@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.cli import app
-from recsys.errors import ArtifactError, RecsysError
+from recsys.contracts.errors import ArtifactError, RecsysError
 from recsys.registry import Registry, resolve_export_dir
 
 runner = CliRunner()

@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.cli import app
-from recsys.config import dump_toml
-from recsys.errors import ChallengerRejected
+from recsys.contracts.config import dump_toml
+from recsys.contracts.errors import ChallengerRejected
 from recsys.registry import Registry
-from recsys.retrain import gate_decision
+from recsys.jobs.retrain import gate_decision
 
 runner = CliRunner()
 GATE = {"test_days": 2.0, "tolerance": 0.05}

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys import schema as S
+from recsys.contracts import schema as S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_serving_never_imports_torch():
 
 @pytest.fixture(scope="module")
 def scored(exported_model, tiny_shop, tmp_path_factory):
-    from serving.score import score
+    from recsys.jobs.score import score
 
     out = tmp_path_factory.mktemp("scores") / "recommendations.parquet"
     manifest = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=10, device="cpu")
@@ -61,7 +61,7 @@ def test_manifest_describes_the_run(scored):
 
 
 def test_only_listed_users_and_a_user_with_no_history(exported_model, tiny_shop, tmp_path):
-    from serving.score import score
+    from recsys.jobs.score import score
 
     events = pl.read_parquet(tiny_shop / "events")
     known = events[S.USER_ID].unique().sort()[0]
@@ -76,8 +76,8 @@ def test_only_listed_users_and_a_user_with_no_history(exported_model, tiny_shop,
 def test_scoring_refuses_a_modified_export(exported_model, tiny_shop, tmp_path):
     import shutil
 
-    from recsys.errors import ArtifactError
-    from serving.score import score
+    from recsys.contracts.errors import ArtifactError
+    from recsys.jobs.score import score
 
     copy = tmp_path / "export"
     shutil.copytree(exported_model, copy)
@@ -176,10 +176,11 @@ def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_m
     """Ranking the no-history list once and repeating it gives what ranking every such user gives."""
     import datetime as dt
 
-    from recsys.config import CandidateConfig
+    from recsys.contracts.config import CandidateConfig
     from recsys.data import load_dataset
     from serving.catalog import make_catalog
-    from serving.score import load_export, prepare, rank_chunks
+    from serving.artifacts import load_export
+    from serving.score import prepare, rank_chunks
     from serving.text import item_texts
 
     data = load_dataset(tiny_shop / "items.parquet", tiny_shop / "events")

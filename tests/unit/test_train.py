@@ -9,9 +9,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import schema as S
-from recsys.interactions import exposures, make_catalog
-from recsys.train import build_training_data, load_text_model, train_text_model
+from recsys.contracts import schema as S
+from recsys.interactions import exposures
+from serving.catalog import make_catalog
+from recsys.model_io import load_text_model
+from recsys.train import build_training_data, train_text_model
 from serving.text import ItemTokenizer
 
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import features
-from recsys import schema as S
+from recsys.contracts import schema as S
 from recsys.cli import app
 from recsys.data import LoadReport, load_dataset, read_table, validate_events, validate_items
-from recsys.errors import SchemaError
+from recsys.contracts.errors import SchemaError
 
 runner = CliRunner()
 NOW = dt.datetime(2026, 6, 1)

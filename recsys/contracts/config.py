@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.errors import ConfigError
+from recsys.contracts.errors import ConfigError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: str = DEFAULT_ENCODER  # hub name, used to find the weights offline (DESIGN.md §5)
+    encoder: str = DEFAULT_ENCODER  # hub name, used to find the weights offline (docs/ARCHITECTURE.md, "Offline resources")
     encoder_path: str | None = None  # a local Hugging Face folder; wins over every other source
     max_length: int = 48  # tokens per item text (title + description), truncated by the tokenizer
     dim: int = 128  # width of item / user vectors
@@ -76,7 +76,7 @@ class CandidateConfig:
 
 @dataclass(frozen=True)
 class WindowConfig:
-    ranker_days: float = 7.0  # the ranker learns from the window after the text model's (DESIGN.md §4)
+    ranker_days: float = 7.0  # the ranker learns from the window after the text model's (docs/ARCHITECTURE.md, "Time")
 
 
 @dataclass(frozen=True)

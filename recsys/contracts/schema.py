@@ -1,4 +1,4 @@
-"""Column names and value sets of the data contracts (DESIGN.md §1), named once for the whole code base."""
+"""Column names and value sets of the data contracts (docs/ARCHITECTURE.md, "Data"), named once for the whole code base."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ SCORE = "score"
 P_CLICK = "p_click"
 P_PURCHASE = "p_purchase"
 RECOMMENDATION_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, P_CLICK, P_PURCHASE)
+
+# graded relevance of what a user did in a window: purchase 2 > click 1 > nothing 0 (ranker labels, metrics)
+RELEVANCE = "relevance"
 
 # canonical, internal
 TIME_UNIT = "us"  # timestamps are canonicalised to Datetime("us"), naive UTC

@@ -1,4 +1,4 @@
-"""Model lifecycle: train into a registry, and the gated retrain that replaces a champion only if it is no worse.
+"""`recsys retrain`: the gated retrain that replaces a champion only if the challenger is no worse.
 
 The gate (`recsys retrain`): hold out the newest `retrain.test_days` days of the fresh log; train the
 challenger on everything before them, warm-started from the champion; export it; score both models on the
@@ -9,53 +9,56 @@ one measured, so it has not learned from the held-out days; the next retrain wil
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from recsys.config import Config, load_config
-from recsys.data import Dataset, load_dataset
-from recsys.errors import ChallengerRejected, RecsysError
-from recsys.io import copy_dir, install_dir, read_json, write_json
-from recsys.pipeline import _noop, time_bounds, train_pipeline
+from export.onnx_export import export_model, verify_model_dir
+from recsys.contracts.config import Config, load_config
+from recsys.contracts.errors import ChallengerRejected, ConfigError, RecsysError
+from recsys.contracts.files import MANIFEST, copy_dir, install_dir, read_json, staging_dir, write_json
+from recsys.contracts.layout import CONFIG_FILE
+from recsys.contracts.timeline import just_after, time_bounds
+from recsys.evaluate import evaluate_export
+from recsys.jobs.common import load_inputs, noop, train_model_dir
 from recsys.registry import EXPORT, MODEL, Registry
 
 GATE_METRIC = "ndcg@10"
 
 
-def _load(items_path, events_path, log) -> Dataset:
-    data = load_dataset(items_path, events_path)
-    for warning in data.report.warnings:
-        log(f"warning: {warning}")
-    return data
+def retrain(
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    registry: str | Path | None = None,
+    config_path: str | Path | None = None,
+    tolerance: float | None = None,
+    test_days: float | None = None,
+    device: str = "auto",
+    progress=None,
+    log=noop,
+) -> dict:
+    """`recsys retrain`: the gate's settings from `config_path` (default: the champion's own config) with
+    `tolerance` and `test_days` overriding it, then `gated_retrain`."""
+    config = None
+    if config_path is not None or tolerance is not None or test_days is not None:
+        config = load_config(config_path or _champion_config(model_dir, registry))
+        overrides = {k: v for k, v in (("tolerance", tolerance), ("test_days", test_days)) if v is not None}
+        config = config.replace(retrain=overrides) if overrides else config
+    return gated_retrain(items_path, events_path, model_dir=model_dir, out_dir=out_dir, registry=registry, config=config, device=device, progress=progress, log=log)
 
 
-def train_and_register(items_path: str | Path, events_path: str | Path, config: Config, *, registry: str | Path, out_dir: str | Path | None = None, progress=None, log=_noop) -> dict:
-    """Train on the whole log, export, and add the result to `registry` as a new version.
-
-    The first version of a registry becomes its champion; later ones wait for `recsys models promote` (or
-    come in through the gate of `recsys retrain`). With `out_dir`, the MODEL_DIR is also written there.
-    Returns {"version", "champion", "manifest"}.
-    """
-    from export.onnx_export import export_model
-
-    data = _load(items_path, events_path, log)
-    reg = Registry.create(registry)
-    with reg.stage() as staging:
-        manifest = train_pipeline(items_path, events_path, staging / MODEL, config, data=data, progress=progress, log=log)
-        export_model(staging / MODEL, staging / EXPORT, precision=config.retrain.precision, log=log)
-        if out_dir is not None:
-            copy_dir(staging / MODEL, out_dir)
-        version = reg.register(staging, created_by="train")
-    log(f"registered {version} in {reg.root}")
-    if reg.champion is None:
-        reg.promote(version, reason="first version of the registry")
-        log(f"{version} is the champion (first version)")
-    return {"version": version, "champion": reg.champion, "manifest": manifest}
+def _champion_config(model_dir: str | Path | None, registry: str | Path | None) -> Path:
+    if model_dir is not None:
+        return Path(model_dir) / CONFIG_FILE
+    if registry is not None:
+        reg = Registry(registry)
+        if reg.champion is not None:
+            return reg.model_dir(reg.champion) / CONFIG_FILE
+    raise ConfigError("--model: give --model, or a --registry that has a champion")
 
 
 def gate_decision(challenger: float, champion: float, tolerance: float) -> tuple[bool, str]:
@@ -80,7 +83,7 @@ def gated_retrain(
     config: Config | None = None,
     device: str = "auto",
     progress=None,
-    log=_noop,
+    log=noop,
 ) -> dict:
     """Train a challenger on fresh logs and promote it only if it is no worse than the champion.
 
@@ -90,9 +93,6 @@ def gated_retrain(
     registered (status "rejected") for inspection, `out_dir` is left untouched and `ChallengerRejected`
     (exit code 10) is raised after everything is recorded. Returns the gate report.
     """
-    from export.onnx_export import export_model, verify_model_dir
-    from recsys.evaluate import evaluate_export
-
     # nothing is created before the input is validated: a registry that does not exist yet is made at the end
     reg = Registry(registry) if registry is not None and (model_dir is None or Registry.is_registry(registry)) else None
     champion_version = reg.champion if reg is not None else None
@@ -109,20 +109,20 @@ def gated_retrain(
         raise RecsysError("retrain needs --out (a MODEL_DIR) or --registry to put the challenger in")
     warm_start = Path(model_dir) if model_dir is not None else champion_model
     verify_model_dir(warm_start)
-    champion_config = load_config(champion_model / "config.toml")
-    config = config or load_config(warm_start / "config.toml")
+    champion_config = load_config(champion_model / CONFIG_FILE)
+    config = config or load_config(warm_start / CONFIG_FILE)
     settings = config.retrain
 
-    data = _load(items_path, events_path, log)
+    data = load_inputs(items_path, events_path, log)
     first, last = time_bounds(data.events)
-    end = last + dt.timedelta(microseconds=1)
+    end = just_after(last)
     cutoff = end - dt.timedelta(days=settings.test_days)
     if cutoff <= first:
         raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days, fewer than retrain.test_days = {settings.test_days} plus a training period")
     # The held-out days must be new to the champion too. When its training data reaches a little into them
     # (logs rarely end at the same minute each night), they start where its data ends instead, as long as
     # at least half of them remain; otherwise the comparison favours the champion, and says so.
-    champion_until = (read_json(champion_model / "manifest.json").get("data_window") or {}).get("ranker_until")
+    champion_until = (read_json(champion_model / MANIFEST).get("data_window") or {}).get("ranker_until")
     seen_until = dt.datetime.fromisoformat(champion_until) if champion_until else None
     if seen_until is not None and cutoff < seen_until <= end - dt.timedelta(days=settings.test_days / 2):
         cutoff = seen_until
@@ -132,10 +132,10 @@ def gated_retrain(
 
     if registry is not None and reg is None:
         reg = Registry.create(registry)
-    staging_context = reg.stage() if reg is not None else _temporary_dir_beside(Path(out_dir))
+    staging_context = reg.stage() if reg is not None else staging_dir(Path(out_dir).parent, prefix=f".{Path(out_dir).name}.retrain-")
     with staging_context as staging, tempfile.TemporaryDirectory(prefix="recsys-champion-") as scratch:
         log(f"challenger: training on events before {cutoff:%Y-%m-%d %H:%M}, warm start from {warm_start}")
-        train_pipeline(items_path, events_path, staging / MODEL, config, warm_start=warm_start, data=data, until=cutoff, progress=progress, log=log)
+        train_model_dir(items_path, events_path, staging / MODEL, config, warm_start=warm_start, data=data, until=cutoff, progress=progress, log=log)
         export_model(staging / MODEL, staging / EXPORT, precision=settings.precision, log=log)
         if champion_version is not None:
             champion_export = reg.export_dir(champion_version)
@@ -155,7 +155,7 @@ def gated_retrain(
             "champion": _number(champion_metrics["metrics"][GATE_METRIC]),
             "tolerance": settings.tolerance,
             "champion_version": champion_version,
-            "champion_model_version": read_json(champion_model / "manifest.json")["model_version"],
+            "champion_model_version": read_json(champion_model / MANIFEST)["model_version"],
             "champion_saw_test_window": champion_saw_window,
             "cutoff": cutoff.isoformat(),
             "end": end.isoformat(),
@@ -187,22 +187,11 @@ def gated_retrain(
     return gate
 
 
-@contextlib.contextmanager
-def _temporary_dir_beside(path: Path) -> Iterator[Path]:
-    """A staging folder beside `path` (same file system, so it can be renamed into place); removed at exit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.retrain-", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _record_gate(model_dir: Path, gate: dict) -> None:
     """Add the gate's report to a staged MODEL_DIR's manifest (its hashed files do not change)."""
-    manifest = read_json(model_dir / "manifest.json")
+    manifest = read_json(model_dir / MANIFEST)
     manifest["gate"] = gate
-    write_json(model_dir / "manifest.json", manifest)
+    write_json(model_dir / MANIFEST, manifest)
 
 
 def _number(value: float) -> float | None:

@@ -1,14 +1,13 @@
-"""The jobs, end to end: train (text model, then ranker on the next window), evaluate, demo.
+"""What several jobs share: loading the inputs, and training both stages into a MODEL_DIR.
 
-Time (DESIGN.md §4): the text model learns from events before `t1`; the ranker learns how users behaved
-in [t1, end) from candidates, scores and features computed as of t1; evaluation holds out the newest days.
+Time (docs/ARCHITECTURE.md, "Time"): the text model learns from events before `t1`; the ranker learns
+how users behaved in [t1, end) from candidates, scores and features computed as of t1.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -16,27 +15,38 @@ import numpy as np
 import polars as pl
 
 from recsys import __version__
-from recsys import schema as S
-from recsys.config import Config
+from recsys.contracts import layout
+from recsys.contracts import schema as S
+from recsys.contracts.config import Config, load_config
+from recsys.contracts.errors import RecsysError
+from recsys.contracts.files import MANIFEST, atomic_dir, describe_input, file_entries, write_json
+from recsys.contracts.schema import RELEVANCE
+from recsys.contracts.timeline import just_after, time_bounds
 from recsys.data import Dataset, load_dataset
-from recsys.errors import RecsysError
-from recsys.io import atomic_dir, describe_input, sha256_file, write_json
-from recsys.ranker import RELEVANCE, LambdaRanker, relevance_labels
 from serving.candidates import build_snapshot, generate_candidates
 from serving.catalog import Catalog, make_catalog
-from serving.ranking import RANKER_FEATURES, with_features
+from serving.ranking import RANKER_FEATURES, LambdaRanker, relevance_labels, with_features
 from serving.text import item_texts
 
 PARITY_TEXTS = 64
 
 
-def _noop(*args, **kwargs) -> None:
+def noop(*args, **kwargs) -> None:
+    """The default `log` and `progress` of a job: say nothing."""
     return None
 
 
-def time_bounds(events: pl.LazyFrame) -> tuple[dt.datetime, dt.datetime]:
-    row = events.select(pl.col(S.TIMESTAMP).min().alias("lo"), pl.col(S.TIMESTAMP).max().alias("hi")).collect().row(0)
-    return row[0], row[1]
+def as_config(config: Config | str | Path | None) -> Config:
+    """A job's configuration: a `Config` as it is, else the TOML file it names (defaults for None)."""
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def load_inputs(items_path: str | Path, events_path: str | Path, log=noop) -> Dataset:
+    """The validated inputs; every repair is announced once through `log` (a `warning:` line)."""
+    data = load_dataset(items_path, events_path)
+    for warning in data.report.warnings:  # one line per reason, with counts and examples
+        log(f"warning: {warning}")
+    return data
 
 
 def ranker_frame(model, catalog: Catalog, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, end: dt.datetime, config: Config, item_vectors: np.ndarray, progress=None) -> pl.DataFrame:
@@ -49,7 +59,7 @@ def ranker_frame(model, catalog: Catalog, events: pl.LazyFrame, items: pl.LazyFr
     return frame.join(labels, on=[S.USER_ID, S.ITEM_ID], how="left").with_columns(pl.col(RELEVANCE).fill_null(0))
 
 
-def train_pipeline(
+def train_model_dir(
     items_path: str | Path,
     events_path: str | Path,
     out_dir: str | Path,
@@ -59,7 +69,7 @@ def train_pipeline(
     data: Dataset | None = None,
     until: dt.datetime | None = None,
     progress=None,
-    log=_noop,
+    log=noop,
     keep: dict | None = None,
 ) -> dict:
     """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest.
@@ -68,16 +78,15 @@ def train_pipeline(
     its baseline rankers on exactly the rows the shipped ranker learned from.
     """
     from recsys.encoder import resolve_encoder
-    from recsys.train import TorchInterestModel, load_text_model, save_text_model, train_text_model
+    from recsys.model_io import TorchInterestModel, load_text_model, save_text_model
+    from recsys.train import train_text_model
 
     started = time.perf_counter()
     if data is None:
-        data = load_dataset(items_path, events_path)
-        for warning in data.report.warnings:
-            log(f"warning: {warning}")
+        data = load_inputs(items_path, events_path, log)
     events = data.events if until is None else data.events.filter(pl.col(S.TIMESTAMP) < until)
     first, last = time_bounds(events)
-    end = last + dt.timedelta(microseconds=1)
+    end = just_after(last)
     t1 = end - dt.timedelta(days=config.windows.ranker_days)
     if t1 <= first:
         raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days; at least windows.ranker_days = {config.windows.ranker_days} plus a text-model window are needed")
@@ -88,7 +97,7 @@ def train_pipeline(
     base_model = None
     if warm_start is not None:
         base_model, _, _ = load_text_model(Path(warm_start))
-        encoder_folder = Path(warm_start) / "encoder"
+        encoder_folder = Path(warm_start) / layout.ENCODER_DIR
         log(f"warm start from {warm_start}")
     else:
         encoder_folder = resolve_encoder(config.model)
@@ -113,16 +122,16 @@ def train_pipeline(
     parity_texts = [texts[i] for i in sorted(rng.choice(len(texts), min(PARITY_TEXTS, len(texts)), replace=False))]
     with atomic_dir(out_dir) as tmp:
         files = save_text_model(model, tokenizer, config, tmp)
-        ranker.save(tmp / "ranker.txt")
-        write_json(tmp / "ranker_features.json", list(RANKER_FEATURES))
-        write_json(tmp / "parity_texts.json", parity_texts)
+        ranker.save(tmp / layout.RANKER_FILE)
+        write_json(tmp / layout.RANKER_FEATURES_FILE, list(RANKER_FEATURES))
+        write_json(tmp / layout.PARITY_TEXTS_FILE, parity_texts)
         metrics = {"text_model": text_report, "ranker": ranker.metrics_, "candidate_recall": candidate_recall, "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)}}
-        write_json(tmp / "metrics.json", metrics)
-        files += ["ranker.txt", "ranker_features.json", "parity_texts.json", "metrics.json"]
-        hashes = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in sorted(files)}
-        version = hashlib.sha256((hashes["text_model.safetensors"]["sha256"] + hashes["ranker.txt"]["sha256"]).encode()).hexdigest()[:16]
+        write_json(tmp / layout.METRICS_FILE, metrics)
+        files += [layout.RANKER_FILE, layout.RANKER_FEATURES_FILE, layout.PARITY_TEXTS_FILE, layout.METRICS_FILE]
+        hashes = file_entries(tmp, files)
+        version = hashlib.sha256((hashes[layout.TEXT_MODEL_FILE]["sha256"] + hashes[layout.RANKER_FILE]["sha256"]).encode()).hexdigest()[:16]
         manifest = {
-            "kind": "recsys-model",
+            "kind": layout.MODEL_KIND,
             "format_version": 1,
             "model_version": version,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -135,7 +144,7 @@ def train_pipeline(
             "metrics": {"ranker_valid_ndcg@10": ranker.metrics_["valid_ndcg@10"], "candidate_recall": candidate_recall, "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1]},
             "files": hashes,
         }
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
@@ -149,6 +158,3 @@ def _candidate_recall(frame: pl.DataFrame, events: pl.DataFrame, start, end) -> 
     found = truth.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
     return found / truth.height
 
-
-def read_manifest(folder: Path) -> dict:
-    return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))

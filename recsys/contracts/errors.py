@@ -10,7 +10,7 @@ class RecsysError(Exception):
 
 
 class SchemaError(RecsysError):
-    """A data file does not meet the contract (DESIGN.md §1): names the file, the column, the problem."""
+    """A data file does not meet the contract (docs/ARCHITECTURE.md, "Data"): names the file, the column, the problem."""
 
     def __init__(self, path: object, column: str | None, problem: str, examples: object = None):
         self.path, self.column, self.problem = str(path), column, problem

@@ -1,0 +1,13 @@
+"""`recsys export`: MODEL_DIR → EXPORT_DIR (ONNX graphs, tokenizer, ranker, manifest), parity-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.onnx_export import export_model
+from recsys.jobs.common import noop
+
+
+def export(model_dir: str | Path, out_dir: str | Path, *, precision: str = "fp32", log=noop) -> dict:
+    """Export `model_dir` to `out_dir` (replaced atomically); returns the export's manifest."""
+    return export_model(model_dir, out_dir, precision=precision, log=log)

@@ -1,0 +1,189 @@
+"""`recsys score`: verified export → ONNX Runtime → candidates → ranker → top-K Parquet + manifest.
+
+The job owns the files: it loads and validates the inputs, resolves `--model` (an export, a registry's
+champion or a version), reads the item-vector cache, and writes each finished chunk of users as its own
+Parquet part (atomically) beside the destination; `serving.score` ranks the chunks. A run killed at any
+moment leaves the previous output untouched; a rerun with the same inputs, model and options reuses the
+finished parts and produces the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys import __version__
+from recsys.contracts import schema as S
+from recsys.contracts.config import CandidateConfig
+from recsys.contracts.errors import SchemaError
+from recsys.contracts.files import atomic_path, describe_input, read_json, write_json
+from recsys.contracts.timeline import just_after
+from recsys.data import read_table
+from recsys.jobs.common import load_inputs, noop
+from recsys.registry import resolve_export_dir
+from serving.artifacts import open_export, read_export
+from serving.cache import ItemVectorCache, encoder_key
+from serving.catalog import make_catalog
+from serving.score import CHUNK_USERS, prepare, rank_chunks
+from serving.text import item_texts
+
+DEFAULT_CACHE = "default"  # --cache-dir not given: $RECSYS_CACHE_DIR, else ~/.cache/recsys
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RECSYS_CACHE_DIR") or Path.home() / ".cache" / "recsys")
+
+
+def _users_to_score(users_path: str | Path | None, events: pl.LazyFrame) -> pl.Series:
+    if users_path is None:
+        return events.select(S.USER_ID).unique().sort(S.USER_ID).collect()[S.USER_ID]
+    frame = read_table(users_path)
+    if S.USER_ID not in frame.columns:
+        raise SchemaError(users_path, S.USER_ID, "required column is missing")
+    ids = frame[S.USER_ID].drop_nulls().unique(maintain_order=True)
+    event_dtype = events.collect_schema()[S.USER_ID]
+    if ids.dtype != event_dtype:
+        cast = ids.cast(event_dtype, strict=False)
+        if cast.null_count() > 0:
+            raise SchemaError(users_path, S.USER_ID, f"is {ids.dtype} but events.user_id is {event_dtype}")
+        ids = cast
+    return ids
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def score(
+    model: str | Path,
+    items_path: str | Path,
+    events_path: str | Path,
+    out: str | Path,
+    *,
+    k: int = 20,
+    users_path: str | Path | None = None,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    chunk_users: int = CHUNK_USERS,
+    progress=None,
+    log=noop,
+) -> dict:
+    """Write `out` (recommendations Parquet) and `out`.manifest.json; returns the manifest.
+
+    `model`: an EXPORT_DIR, a registry (its champion) or one of its version folders. `cache_dir`: the
+    item-vector cache folder, `DEFAULT_CACHE` for the default one, None for no cache.
+    """
+    if k < 1:
+        raise SchemaError(out, None, f"--k must be at least 1, found {k}")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(out)
+    export_dir = resolve_export_dir(model, log=log)
+    cache_dir = default_cache_dir() if cache_dir == DEFAULT_CACHE else cache_dir
+    data = load_inputs(items_path, events_path)  # bad input fails first, before any model is loaded
+    user_ids = _users_to_score(users_path, data.events)
+    manifest, config = read_export(export_dir)  # a damaged export fails here, before any work is done
+    for warning in data.report.warnings:  # one line per reason, with counts and examples
+        log(f"warning: {warning}")
+    last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
+    cutoff = just_after(last)  # score as of just after the last event
+    inputs = {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})}
+    candidates = CandidateConfig(**config["candidates"])
+    catalog = make_catalog(data.items)
+
+    # What every chunk shares comes from the event log (histories, seen items, co-visitation, feature
+    # tables). It is summarised before the ONNX sessions open and the catalog is encoded, and the raw
+    # log is let go of: at 5.3M events the log and the sessions together had set the run's peak memory.
+    tic = time.perf_counter()
+    snapshot, tables = prepare(catalog, None, data.events, data.items, cutoff=cutoff, candidates=candidates)
+    snapshot = dataclasses.replace(snapshot, events=None, items=None)
+    report = data.report
+    del data
+    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
+
+    model, ranker = open_export(export_dir, manifest, config, device=device)
+    log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
+    tic = time.perf_counter()
+    texts = item_texts(catalog.items)
+    cache_stats = None
+    if cache_dir is not None:
+        cache = ItemVectorCache(cache_dir, encoder_key(manifest, config["max_length"]))
+        vectors, cache_stats = cache.vectors(model, texts, progress=progress)
+        for warning in cache_stats.warnings:
+            log(warning)
+        log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
+    else:
+        vectors = model.encode_items(texts, progress=progress)
+    snapshot = dataclasses.replace(snapshot, item_vectors=np.ascontiguousarray(vectors, dtype=np.float32))
+    model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
+    timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
+
+    # finished chunks of an interrupted run with the same inputs and options are reused
+    plan = _fingerprint(manifest["files"], inputs, k, chunk_users, cutoff.isoformat(), user_ids.len(), hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest())
+    parts_dir = out.with_name(f".{out.name}.parts")
+    if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    write_json(parts_dir / "plan.json", {"plan": plan})
+    n_chunks = max(1, -(-user_ids.len() // chunk_users))
+    done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
+    if done:
+        log(f"resuming: {len(done)} of {n_chunks} chunks already done")
+
+    tic = time.perf_counter()
+    # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
+    # list of users without a past) is ranked once
+    for number, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=config["history_length"], chunk_users=chunk_users, skip=frozenset(done)):
+        with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
+            frame.write_parquet(tmp)
+        if progress:
+            progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
+    timings["rank_s"] = round(time.perf_counter() - tic, 3)
+
+    tic = time.perf_counter()
+    rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], out)
+    timings["write_s"] = round(time.perf_counter() - tic, 3)
+    scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
+    result = {
+        "kind": "recsys-recommendations",
+        "model_version": manifest["model_version"],
+        "export_precision": manifest["precision"],
+        "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
+        "inputs": inputs,
+        "k": k,
+        "rows": rows,
+        "users": users,
+        "users_requested": int(user_ids.len()),
+        "dropped_rows": report.dropped,
+        "repaired_rows": report.repaired,
+        "cutoff": cutoff.isoformat(),
+        "providers": model.providers,
+        "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
+        "chunks": n_chunks,
+        "resumed_chunks": len(done),
+        "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
+        "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": __version__,
+    }
+    write_json(out.with_name(out.name.removesuffix(".parquet") + ".manifest.json"), result)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return result
+
+
+def _merge_parts(parts: list[Path], out: Path) -> tuple[int, int]:
+    """Concatenate the chunk parts into `out` with a streaming sink (memory bounded), atomically."""
+    scan = pl.concat([pl.scan_parquet(part) for part in parts])
+    with atomic_path(out) as tmp:
+        scan.sink_parquet(tmp)
+    counts = pl.scan_parquet(out).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
+    return int(counts["rows"][0]), int(counts["users"][0])

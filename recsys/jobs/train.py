@@ -1,0 +1,49 @@
+"""`recsys train`: both stages on the whole log into MODEL_DIR, and with a registry also exported and
+added as a new version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.onnx_export import export_model
+from recsys.contracts.config import Config
+from recsys.contracts.errors import ConfigError
+from recsys.contracts.files import copy_dir
+from recsys.jobs.common import as_config, load_inputs, noop, train_model_dir
+from recsys.registry import EXPORT, MODEL, Registry
+
+
+def train(items_path: str | Path, events_path: str | Path, *, out_dir: str | Path | None = None, registry: str | Path | None = None, config: Config | str | Path | None = None, progress=None, log=noop) -> dict:
+    """Train into `out_dir`, or into `registry` (and `out_dir` if given too).
+
+    Returns {"manifest", "version", "champion"}; the last two are None without a registry.
+    """
+    config = as_config(config)
+    if registry is not None:
+        return train_and_register(items_path, events_path, config, registry=registry, out_dir=out_dir, progress=progress, log=log)
+    if out_dir is None:
+        raise ConfigError("--out: give --out MODEL_DIR, --registry DIR, or both")
+    manifest = train_model_dir(items_path, events_path, out_dir, config, progress=progress, log=log)
+    return {"manifest": manifest, "version": None, "champion": None}
+
+
+def train_and_register(items_path: str | Path, events_path: str | Path, config: Config, *, registry: str | Path, out_dir: str | Path | None = None, progress=None, log=noop) -> dict:
+    """Train on the whole log, export, and add the result to `registry` as a new version.
+
+    The first version of a registry becomes its champion; later ones wait for `recsys models promote` (or
+    come in through the gate of `recsys retrain`). With `out_dir`, the MODEL_DIR is also written there.
+    Returns {"version", "champion", "manifest"}.
+    """
+    data = load_inputs(items_path, events_path, log)
+    reg = Registry.create(registry)
+    with reg.stage() as staging:
+        manifest = train_model_dir(items_path, events_path, staging / MODEL, config, data=data, progress=progress, log=log)
+        export_model(staging / MODEL, staging / EXPORT, precision=config.retrain.precision, log=log)
+        if out_dir is not None:
+            copy_dir(staging / MODEL, out_dir)
+        version = reg.register(staging, created_by="train")
+    log(f"registered {version} in {reg.root}")
+    if reg.champion is None:
+        reg.promote(version, reason="first version of the registry")
+        log(f"{version} is the champion (first version)")
+    return {"version": version, "champion": reg.champion, "manifest": manifest}
