@@ -20,18 +20,26 @@ def main() -> None:
     from recsys.contracts.config import Config
     from recsys.generate import generate_shop
     from recsys.jobs.common import train_model_dir
-    from serving.onnx_model import CUDA, OnnxInterestModel
     from recsys.jobs.score import score
+    from serving.onnx_model import CUDA, OnnxInterestModel
     from serving.text import item_texts
 
     work = Path(tempfile.mkdtemp(prefix="recsys-gpu-"))
     tic = time.perf_counter()
     generate_shop(work / "shop", users=20_000, items=20_000, days=10, seed=0, new_items_per_day=0)
-    train_model_dir(work / "shop" / "items.parquet", work / "shop" / "events", work / "model", Config().replace(train={"head_epochs": 1, "epochs": 0}))
+    train_model_dir(
+        work / "shop" / "items.parquet", work / "shop" / "events", work / "model", Config().replace(train={"head_epochs": 1, "epochs": 0})
+    )
     print(f"setup (generate + train on CPU): {time.perf_counter() - tic:.0f} s", flush=True)
     fp16 = export_model(work / "model", work / "fp16", precision="fp16")
     export_model(work / "model", work / "fp32", precision="fp32")
-    print("fp16 parity:", json.dumps({k: fp16["parity"]["fp16"][k] for k in ("item_vector_mean_cosine", "item_vector_min_cosine", "item_neighbour_top10_overlap")}), flush=True)
+    print(
+        "fp16 parity:",
+        json.dumps(
+            {k: fp16["parity"]["fp16"][k] for k in ("item_vector_mean_cosine", "item_vector_min_cosine", "item_neighbour_top10_overlap")}
+        ),
+        flush=True,
+    )
 
     texts = item_texts(pl.read_parquet(work / "shop" / "items.parquet"))
     gpu = OnnxInterestModel(work / "fp16", providers=[CUDA, "CPUExecutionProvider"], precision="fp16", batch_size=256)
@@ -45,9 +53,14 @@ def main() -> None:
     cosine = float(((vectors[:2000] * reference).sum(1)).mean())
     print(f"item encoding on {gpu.providers[0]}: {len(texts) / seconds:,.0f} items/s (fp16; cosine vs CPU fp32 {cosine:.5f})", flush=True)
 
-    result = score(work / "fp16", work / "shop" / "items.parquet", work / "shop" / "events", work / "recs.parquet", k=20, device="cuda", cache_dir=None)
+    result = score(
+        work / "fp16", work / "shop" / "items.parquet", work / "shop" / "events", work / "recs.parquet", k=20, device="cuda", cache_dir=None
+    )
     assert result["providers"][0] == CUDA, result["providers"]
-    print(f"recsys score on {result['providers'][0]}: {result['users_requested']:,} users, {result['users_per_second']:,.0f} users/s (encode excluded), timings {result['timings_s']}", flush=True)
+    print(
+        f"recsys score on {result['providers'][0]}: {result['users_requested']:,} users, {result['users_per_second']:,.0f} users/s (encode excluded), timings {result['timings_s']}",
+        flush=True,
+    )
     assert np.isfinite(pl.read_parquet(work / "recs.parquet")["score"].to_numpy()).all()
     print("GPU CHECK PASSED")
 

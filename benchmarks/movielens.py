@@ -53,11 +53,20 @@ def fetch_ml100k(dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, help="folder with ml-100k.inter/.item (RecBole) or u.data/u.item (GroupLens); default: fetch the recbole wheel")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="folder with ml-100k.inter/.item (RecBole) or u.data/u.item (GroupLens); default: fetch the recbole wheel",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "movielens", help="data, models and report go here")
-    parser.add_argument("--test-days", type=float, default=TEST_DAYS, help="length of the test period (the last N days, or the N days after --cutoff)")
-    parser.add_argument("--cutoff", help="start of the test period (ISO, UTC); e.g. an earlier period to choose a config on, leaving the last days untouched")
-    parser.add_argument("--config", type=Path, help="TOML config; default: the defaults with windows.ranker_days = %g" % RANKER_DAYS)
+    parser.add_argument(
+        "--test-days", type=float, default=TEST_DAYS, help="length of the test period (the last N days, or the N days after --cutoff)"
+    )
+    parser.add_argument(
+        "--cutoff",
+        help="start of the test period (ISO, UTC); e.g. an earlier period to choose a config on, leaving the last days untouched",
+    )
+    parser.add_argument("--config", type=Path, help=f"TOML config; default: the defaults with windows.ranker_days = {RANKER_DAYS:g}")
     parser.add_argument("--ablations", action="store_true", help="also retrain click-only, frozen-encoder and MLM-pretrained variants")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -73,11 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MovieLens-100k: {data['users']} users, {data['items']} items, {data['events']}", file=sys.stderr)
     config = load_config(args.config) if args.config else Config().replace(windows={"ranker_days": RANKER_DAYS})
     report = evaluate(
-        data["items_path"], data["events_path"], args.work / "report", config, test_days=args.test_days, cutoff=args.cutoff,
-        device=args.device, ablations=args.ablations, log=lambda message: print(f"· {message}", file=sys.stderr),
+        data["items_path"],
+        data["events_path"],
+        args.work / "report",
+        config,
+        test_days=args.test_days,
+        cutoff=args.cutoff,
+        device=args.device,
+        ablations=args.ablations,
+        log=lambda message: print(f"· {message}", file=sys.stderr),
     )
     columns = headline_columns(report)
-    print(f"\nMovieLens-100k, {report['test_days']:g} days after {report['cutoff'][:16].replace('T', ' ')} held out, {report['queries']} query users:\n")
+    print(
+        f"\nMovieLens-100k, {report['test_days']:g} days after {report['cutoff'][:16].replace('T', ' ')} held out, {report['queries']} query users:\n"
+    )
     print("| system | " + " | ".join(label for _, label in columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for row in headline_rows(report):

@@ -27,7 +27,6 @@ FP32_TOLERANCE = 1e-4  # max abs difference, torch vs ORT fp32, on real inputs
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # mean cosine of item vectors vs torch fp32
 
 
-
 def _wrappers(model):
     import torch
     from torch import nn
@@ -88,14 +87,23 @@ def export_graphs(model, tokenizer, texts: list[str], folder: Path) -> None:
     inputs = _sample_inputs(model, tokenizer, texts)
     for name, module in _wrappers(model).items():
         spec = GRAPHS[name]
-        dynamic = {k: {i: axis for i, axis in enumerate(v) if axis in ("batch", "tokens", "candidates")} for k, v in {**spec["inputs"], **spec["outputs"]}.items()}
+        dynamic = {
+            k: {i: axis for i, axis in enumerate(v) if axis in ("batch", "tokens", "candidates")}
+            for k, v in {**spec["inputs"], **spec["outputs"]}.items()
+        }
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             # the TorchScript-based exporter: its BERT graph is the one ORT's transformer optimizer fuses
             torch.onnx.export(
-                module, inputs[name], str(folder / graph_file(name)),
-                input_names=list(spec["inputs"]), output_names=list(spec["outputs"]),
-                dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                module,
+                inputs[name],
+                str(folder / graph_file(name)),
+                input_names=list(spec["inputs"]),
+                output_names=list(spec["outputs"]),
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+                do_constant_folding=True,
             )
 
 
@@ -114,7 +122,9 @@ def optimize_item_graph(path: Path, hidden_size: int, heads: int, precision: str
     options.enable_skip_layer_norm = precision == "fp16"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optimized = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden_size, opt_level=1, optimization_options=options)
+        optimized = optimizer.optimize_model(
+            str(path), model_type="bert", num_heads=heads, hidden_size=hidden_size, opt_level=1, optimization_options=options
+        )
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         if precision == "fp16":
             optimized.convert_float_to_float16(keep_io_types=True)
@@ -132,7 +142,14 @@ def quantize_int8(path: Path) -> None:
     import onnx
 
     # the fused graph holds com.microsoft operators that ONNX shape inference cannot type
-    quantize_dynamic(str(path), str(tmp), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"], extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(path),
+        str(tmp),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Attention"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     tmp.replace(path)
     for extra in path.parent.glob(f"{path.stem}*-opt.onnx"):
         extra.unlink()
@@ -183,12 +200,19 @@ def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: st
         "onnxruntime": ort.__version__,
     }
     if precision == "fp32":
-        worst = max(report["item_vector_max_abs_diff"], report["user_vector_max_abs_diff"], report["p_click_max_abs_diff"], report["p_purchase_max_abs_diff"])
+        worst = max(
+            report["item_vector_max_abs_diff"],
+            report["user_vector_max_abs_diff"],
+            report["p_click_max_abs_diff"],
+            report["p_purchase_max_abs_diff"],
+        )
         report["max_abs_diff"] = worst
         if worst > FP32_TOLERANCE:
             raise ParityError(f"ONNX fp32 graphs differ from PyTorch by {worst:.2e} (> {FP32_TOLERANCE:.0e}); the export was not written")
     if report["item_vector_mean_cosine"] < MIN_COSINE[precision]:
-        raise ParityError(f"ONNX {precision} item vectors reach mean cosine {report['item_vector_mean_cosine']:.4f} against PyTorch (< {MIN_COSINE[precision]}); the export was not written")
+        raise ParityError(
+            f"ONNX {precision} item vectors reach mean cosine {report['item_vector_mean_cosine']:.4f} against PyTorch (< {MIN_COSINE[precision]}); the export was not written"
+        )
     return report
 
 
@@ -206,7 +230,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
         export_graphs(model, tokenizer, texts, tmp)
         encoder_cfg = model.items.encoder.config
         item_graph = graph_file(ITEM_ENCODER)
-        fused = optimize_item_graph(tmp / item_graph, encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, precision if precision == "fp16" else "fp32")
+        fused = optimize_item_graph(
+            tmp / item_graph, encoder_cfg.hidden_size, encoder_cfg.num_attention_heads, precision if precision == "fp16" else "fp32"
+        )
         parity = {"fp32": check_parity(model, tokenizer, texts, tmp, "fp32")} if precision == "fp32" else {}
         if precision != "fp32":
             # fp32 parity first, on a copy, so a broken graph is caught before quantisation hides it
@@ -218,7 +244,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
             quantize_int8(tmp / item_graph)
         if precision != "fp32":
             parity[precision] = check_parity(model, tokenizer, texts, tmp, precision)
-        log(f"parity: {parity[precision]['item_vector_mean_cosine']:.6f} mean cosine, fp32 max abs diff {parity['fp32']['max_abs_diff']:.2e}")
+        log(
+            f"parity: {parity[precision]['item_vector_mean_cosine']:.6f} mean cosine, fp32 max abs diff {parity['fp32']['max_abs_diff']:.2e}"
+        )
         shutil.copyfile(model_dir / layout.RANKER_FILE, tmp / layout.RANKER_FILE)
         serving_config = {
             "max_length": config.model.max_length,
@@ -234,7 +262,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
             "format_version": 1,
             "model_version": model_manifest["model_version"],
             "precision": precision,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": __version__,
             "opset": OPSET,
             "graphs": GRAPHS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -23,7 +23,7 @@ def cutoff_literal(cutoff: datetime) -> pl.Expr:
     if not isinstance(cutoff, datetime):
         raise TypeError(f"cutoff must be a datetime, got {type(cutoff).__name__}")
     if cutoff.tzinfo is not None:
-        cutoff = cutoff.astimezone(timezone.utc).replace(tzinfo=None)
+        cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
     return pl.lit(cutoff, dtype=pl.Datetime(S.TIME_UNIT))
 
 
@@ -65,12 +65,7 @@ def smoothed_rate(successes: pl.Expr, trials: pl.Expr, prior: pl.Expr, *, alpha:
     is 0 (no success anywhere in the log, so none in this row either).
     """
     return (
-        pl.when(prior > 0)
-        .then((successes + alpha) / (trials + alpha / prior))
-        .when(prior == 0)
-        .then(0.0)
-        .otherwise(None)
-        .cast(pl.Float64)
+        pl.when(prior > 0).then((successes + alpha) / (trials + alpha / prior)).when(prior == 0).then(0.0).otherwise(None).cast(pl.Float64)
     )
 
 

@@ -7,10 +7,9 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys.contracts import schema as S
-
 from features._common import events_before, is_engagement, is_event, safe_ratio
 from features.item import item_categories
+from recsys.contracts import schema as S
 
 # A purchase says more about a taste than a click; it also usually comes with its own click event.
 PURCHASE_WEIGHT = 3.0

@@ -6,8 +6,6 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys.contracts import schema as S
-
 from features._common import (
     EVENT_NAMES,
     catalog_at,
@@ -19,6 +17,7 @@ from features._common import (
     window_counts,
     within_days,
 )
+from recsys.contracts import schema as S
 
 ITEM_WINDOWS: dict[str, float | None] = {"1d": 1, "7d": 7, "all": None}
 ITEM_COUNT_COLUMNS: tuple[str, ...] = tuple(f"item_{name}_{label}" for name in EVENT_NAMES.values() for label in ITEM_WINDOWS)

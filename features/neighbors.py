@@ -6,9 +6,8 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys.contracts import schema as S
-
 from features._common import MICROSECONDS_PER_DAY, events_before, is_engagement
+from recsys.contracts import schema as S
 
 # Only a user's most recent clicks take part: bounds the self-join at MAX_CLICKS_PER_USER² rows per user, so a
 # crawler or a heavy user cannot blow it up, and recent tastes are what the neighbours should reflect.
@@ -29,9 +28,7 @@ def recent_clicks(events: pl.LazyFrame, *, cutoff: datetime, per_user: int = MAX
         .filter(is_engagement())
         .select(S.USER_ID, S.ITEM_ID, S.TIMESTAMP, S.SESSION_ID)
         .unique(subset=[S.USER_ID, S.ITEM_ID, S.TIMESTAMP, S.SESSION_ID])
-        .filter(
-            pl.int_range(pl.len()).over(S.USER_ID, order_by=[S.TIMESTAMP, S.ITEM_ID], descending=True) < per_user
-        )
+        .filter(pl.int_range(pl.len()).over(S.USER_ID, order_by=[S.TIMESTAMP, S.ITEM_ID], descending=True) < per_user)
     )
 
 
@@ -45,15 +42,9 @@ def _pairs_in_window(clicks: pl.LazyFrame, window_hours: float) -> pl.LazyFrame:
     window_us = max(1, round(window_hours * MICROSECONDS_PER_DAY / 24))
     bucket = (pl.col(S.TIMESTAMP).dt.epoch("us") // window_us).alias(_BUCKET)
     earlier = clicks.select(S.USER_ID, S.ITEM_ID, S.TIMESTAMP, bucket)
-    later = clicks.select(
-        S.USER_ID, pl.col(S.ITEM_ID).alias(_OTHER_ITEM), pl.col(S.TIMESTAMP).alias(_OTHER_TIMESTAMP), bucket
-    )
+    later = clicks.select(S.USER_ID, pl.col(S.ITEM_ID).alias(_OTHER_ITEM), pl.col(S.TIMESTAMP).alias(_OTHER_TIMESTAMP), bucket)
     gap = pl.col(_OTHER_TIMESTAMP) - pl.col(S.TIMESTAMP)
-    close = (
-        (pl.col(S.ITEM_ID) != pl.col(_OTHER_ITEM))
-        & (gap >= pl.duration(microseconds=0))
-        & (gap <= pl.duration(microseconds=window_us))
-    )
+    close = (pl.col(S.ITEM_ID) != pl.col(_OTHER_ITEM)) & (gap >= pl.duration(microseconds=0)) & (gap <= pl.duration(microseconds=window_us))
     same_bucket = earlier.join(later, on=[S.USER_ID, _BUCKET], how="inner").filter(close)
     next_bucket = earlier.with_columns(pl.col(_BUCKET) + 1).join(later, on=[S.USER_ID, _BUCKET], how="inner").filter(close)
     return pl.concat([same_bucket, next_bucket]).select(S.USER_ID, S.ITEM_ID, _OTHER_ITEM)
@@ -115,7 +106,6 @@ def covisitation(
         )
     )
     both_ways = pl.concat([weighted, weighted.select(pl.col(NEIGHBOR_ID).alias(S.ITEM_ID), pl.col(S.ITEM_ID).alias(NEIGHBOR_ID), WEIGHT)])
-    return (
-        both_ways.sort([S.ITEM_ID, WEIGHT, NEIGHBOR_ID], descending=[False, True, False])
-        .filter(pl.int_range(pl.len()).over(S.ITEM_ID) < max_neighbors)
+    return both_ways.sort([S.ITEM_ID, WEIGHT, NEIGHBOR_ID], descending=[False, True, False]).filter(
+        pl.int_range(pl.len()).over(S.ITEM_ID) < max_neighbors
     )

@@ -7,14 +7,13 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys.contracts import schema as S
-
 from features._common import EVENT_NAMES, events_before, is_engagement
 from features.affinity import USER_WEIGHT, WEIGHT, AffinityParts, affinity_parts, smoothed_affinity
+from features.item import ITEM_FEATURE_COLUMNS, item_categories, item_features
 from features.neighbors import NEIGHBOR_ID, covisitation
 from features.neighbors import WEIGHT as COVISIT_WEIGHT
-from features.item import ITEM_FEATURE_COLUMNS, item_categories, item_features
 from features.user import HISTORY, USER_WINDOWS, last_clicked_items, user_features
+from recsys.contracts import schema as S
 
 # How many of the user's latest clicked items vote for a candidate through their co-visitation neighbours.
 COVISIT_HISTORY_LENGTH = 20
@@ -63,9 +62,7 @@ def _with_affinity(pairs: pl.LazyFrame, parts: AffinityParts, *, key_column: str
         .join(parts.user_total.rename({USER_WEIGHT: "_user_weight"}), on=S.USER_ID, how="left", maintain_order="left")
         .join(key_share, on=key_column, how="left", maintain_order="left")
         .with_columns(affinity.alias(f"affinity_{name}"), weight.alias(f"affinity_{name}_weight"))
-        .with_columns(
-            pl.when(pl.col("_share") > 0).then(pl.col(f"affinity_{name}") / pl.col("_share")).alias(f"affinity_{name}_lift")
-        )
+        .with_columns(pl.when(pl.col("_share") > 0).then(pl.col(f"affinity_{name}") / pl.col("_share")).alias(f"affinity_{name}_lift"))
         .drop("_w", "_user_weight", "_share")
     )
 
@@ -84,9 +81,18 @@ class FeatureTables:
     links: pl.LazyFrame  # history item, item_id, weight: co-visitation neighbours
     has_history: pl.LazyFrame
 
-    def collect(self) -> "FeatureTables":
+    def collect(self) -> FeatureTables:
         """Materialise every table (one `collect_all`, so shared sub-plans run once)."""
-        frames = [self.users, self.items, self.categories, *_parts(self.category), *_parts(self.domain), self.history, self.links, self.has_history]
+        frames = [
+            self.users,
+            self.items,
+            self.categories,
+            *_parts(self.category),
+            *_parts(self.domain),
+            self.history,
+            self.links,
+            self.has_history,
+        ]
         done = [frame.lazy() for frame in pl.collect_all(frames)]
         category = AffinityParts(self.category.key, *done[3:6])
         domain = AffinityParts(self.domain.key, *done[6:9])

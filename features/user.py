@@ -6,9 +6,8 @@ from datetime import datetime
 
 import polars as pl
 
-from recsys.contracts import schema as S
-
 from features._common import days_before, events_before, is_engagement, rate_features, window_counts
+from recsys.contracts import schema as S
 
 USER_WINDOWS: dict[str, float | None] = {"1d": 1, "7d": 7, "30d": 30, "all": None}
 HISTORY = "history"
@@ -49,12 +48,7 @@ def last_clicked_items(events: pl.LazyFrame, *, cutoff: datetime, length: int) -
     """
     if length < 1:
         raise ValueError(f"length must be at least 1, got {length}")
-    latest = (
-        events_before(events, cutoff=cutoff)
-        .filter(is_engagement())
-        .group_by(S.USER_ID, S.ITEM_ID)
-        .agg(pl.col(S.TIMESTAMP).max())
-    )
+    latest = events_before(events, cutoff=cutoff).filter(is_engagement()).group_by(S.USER_ID, S.ITEM_ID).agg(pl.col(S.TIMESTAMP).max())
     order = dict(by=[pl.col(S.TIMESTAMP), pl.col(S.ITEM_ID)], descending=[True, False])
     return (
         latest.group_by(S.USER_ID)

@@ -11,7 +11,6 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -19,7 +18,12 @@ from rich.table import Table
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads make shared 2-core machines many times slower
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Personalized recommendations that understand item text.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Personalized recommendations that understand item text.",
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -45,7 +49,9 @@ def _log(message: str) -> None:
     err.print(f"[dim]·[/dim] {message}", highlight=False, soft_wrap=True)
 
 
-ItemsOpt = typer.Option(..., "--items", help="Items file (Parquet or CSV): item_id, title[, description, category, domain, price, created_at].")
+ItemsOpt = typer.Option(
+    ..., "--items", help="Items file (Parquet or CSV): item_id, title[, description, category, domain, price, created_at]."
+)
 EventsOpt = typer.Option(..., "--events", help="Events file or directory of daily files: user_id, item_id, event, timestamp.")
 ConfigOpt = typer.Option(None, "--config", help="TOML config; defaults are used for what it does not set.")
 RegistryOpt = typer.Option(None, "--registry", help="Model registry folder (versions/, registry.json); created if missing.")
@@ -72,9 +78,9 @@ def generate(
 def train(
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="MODEL_DIR to write (replaced atomically); optional with --registry."),
-    config: Optional[Path] = ConfigOpt,
-    registry: Optional[Path] = RegistryOpt,
+    out_dir: Path | None = typer.Option(None, "--out", help="MODEL_DIR to write (replaced atomically); optional with --registry."),
+    config: Path | None = ConfigOpt,
+    registry: Path | None = RegistryOpt,
 ):
     """Fine-tune the multi-task text model, then the LightGBM ranker on the window after it.
 
@@ -88,7 +94,9 @@ def train(
     manifest = result["manifest"]
     ndcg = manifest["metrics"]["ranker_valid_ndcg@10"]
     if result["version"] is not None:
-        out.print(f"model {manifest['model_version']} registered as {result['version']} in {registry} (champion: {result['champion']}; ranker valid NDCG@10 {ndcg:.4f})")
+        out.print(
+            f"model {manifest['model_version']} registered as {result['version']} in {registry} (champion: {result['champion']}; ranker valid NDCG@10 {ndcg:.4f})"
+        )
     else:
         out.print(f"model {manifest['model_version']} written to {out_dir} (ranker valid NDCG@10 {ndcg:.4f})")
 
@@ -96,14 +104,26 @@ def train(
 @app.command()
 @guarded
 def retrain(
-    model: Optional[Path] = typer.Option(None, "--model", help="The champion MODEL_DIR: warm start and the model to beat (optional with a --registry that has a champion)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="The champion MODEL_DIR: warm start and the model to beat (optional with a --registry that has a champion)."
+    ),
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="MODEL_DIR written only if the challenger is promoted (may be --model; replaced atomically); optional with --registry."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML config; default: the warm-start model's own config."),
-    registry: Optional[Path] = RegistryOpt,
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Promote unless the challenger's NDCG@10 is more than this below the champion's (default: retrain.tolerance)."),
-    test_days: Optional[float] = typer.Option(None, "--test-days", help="Newest days held out to compare the two (default: retrain.test_days)."),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        help="MODEL_DIR written only if the challenger is promoted (may be --model; replaced atomically); optional with --registry.",
+    ),
+    config: Path | None = typer.Option(None, "--config", help="TOML config; default: the warm-start model's own config."),
+    registry: Path | None = RegistryOpt,
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        help="Promote unless the challenger's NDCG@10 is more than this below the champion's (default: retrain.tolerance).",
+    ),
+    test_days: float | None = typer.Option(
+        None, "--test-days", help="Newest days held out to compare the two (default: retrain.test_days)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (scoring the held-out days)."),
 ):
     """Gated retrain: train a challenger on fresh logs, compare it with the champion on the newest days, promote it only if it is no worse.
@@ -114,7 +134,19 @@ def retrain(
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        gate = run_retrain(items, events, model_dir=model, out_dir=out_dir, registry=registry, config_path=config, tolerance=tolerance, test_days=test_days, device=device, progress=bar, log=_log)
+        gate = run_retrain(
+            items,
+            events,
+            model_dir=model,
+            out_dir=out_dir,
+            registry=registry,
+            config_path=config,
+            tolerance=tolerance,
+            test_days=test_days,
+            device=device,
+            progress=bar,
+            log=_log,
+        )
     targets = [f"{registry} (champion {gate['version']})"] if gate["version"] else []
     targets += [str(out_dir)] if out_dir is not None else []
     out.print(f"challenger promoted: {gate['reason']}; written to {', '.join(targets)}")
@@ -132,22 +164,32 @@ def export(
 
     manifest = run_export(model, out_dir, precision=precision, log=_log)
     parity = manifest["parity"][precision]
-    out.print(f"exported {manifest['model_version']} ({precision}) to {out_dir}: item-vector cosine {parity['item_vector_mean_cosine']:.6f}")
+    out.print(
+        f"exported {manifest['model_version']} ({precision}) to {out_dir}: item-vector cosine {parity['item_vector_mean_cosine']:.6f}"
+    )
 
 
 @app.command()
 @guarded
 def score(
-    model: Path = typer.Option(..., "--model", help="EXPORT_DIR written by `recsys export`, or a model registry (its champion is used), or one of its versions."),
+    model: Path = typer.Option(
+        ..., "--model", help="EXPORT_DIR written by `recsys export`, or a model registry (its champion is used), or one of its versions."
+    ),
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
     out_file: Path = typer.Option(..., "--out", help="recommendations.parquet to write (and <name>.manifest.json)."),
     k: int = typer.Option(20, "--k", help="Recommendations per user."),
-    users: Optional[Path] = typer.Option(None, "--users", help="File with a user_id column: score only these users."),
+    users: Path | None = typer.Option(None, "--users", help="File with a user_id column: score only these users."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Item-vector cache: only new or changed items are encoded (default: $RECSYS_CACHE_DIR or ~/.cache/recsys)."),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Item-vector cache: only new or changed items are encoded (default: $RECSYS_CACHE_DIR or ~/.cache/recsys).",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Encode every item, touch no cache."),
-    chunk_users: int = typer.Option(2_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."),
+    chunk_users: int = typer.Option(
+        2_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."
+    ),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
     from recsys.jobs.score import DEFAULT_CACHE
@@ -156,8 +198,22 @@ def score(
 
     cache = None if no_cache else (cache_dir or DEFAULT_CACHE)
     with progress_bars() as bar:
-        manifest = run_score(model, items, events, out_file, k=k, users_path=users, device=device, cache_dir=cache, chunk_users=chunk_users, progress=bar, log=_log)
-    out.print(f"{manifest['rows']} recommendations for {manifest['users']} users written to {out_file} in {manifest['timings_s']['total_s']:.1f}s on {manifest['providers'][0]}")
+        manifest = run_score(
+            model,
+            items,
+            events,
+            out_file,
+            k=k,
+            users_path=users,
+            device=device,
+            cache_dir=cache,
+            chunk_users=chunk_users,
+            progress=bar,
+            log=_log,
+        )
+    out.print(
+        f"{manifest['rows']} recommendations for {manifest['users']} users written to {out_file} in {manifest['timings_s']['total_s']:.1f}s on {manifest['providers'][0]}"
+    )
 
 
 @app.command()
@@ -166,20 +222,47 @@ def evaluate(
     items: Path = ItemsOpt,
     events: Path = EventsOpt,
     out_dir: Path = typer.Option(..., "--out", help="REPORT_DIR for report.md, metrics.json, plots/ and the artifacts."),
-    test_days: Optional[float] = typer.Option(None, "--test-days", help="Length of the test period in days (default 3: the last 3 days; with --cutoff: the days after it, else until the end of the log)."),
-    cutoff: Optional[str] = typer.Option(None, "--cutoff", help="Start of the test period (ISO date/time in UTC, or epoch seconds); default: the last --test-days days."),
-    config: Optional[Path] = ConfigOpt,
+    test_days: float | None = typer.Option(
+        None,
+        "--test-days",
+        help="Length of the test period in days (default 3: the last 3 days; with --cutoff: the days after it, else until the end of the log).",
+    ),
+    cutoff: str | None = typer.Option(
+        None, "--cutoff", help="Start of the test period (ISO date/time in UTC, or epoch seconds); default: the last --test-days days."
+    ),
+    config: Path | None = ConfigOpt,
     precision: str = typer.Option("fp32", help="Export precision used for scoring."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (scoring)."),
-    ablations: bool = typer.Option(False, "--ablations", help="Also retrain with one design option flipped at a time (click-only, frozen encoder, MLM pretraining) and with one domain held out (zero-shot transfer); each costs about one more training run."),
-    holdout_domain: Optional[str] = typer.Option(None, "--holdout-domain", help="Domain held out for the cross-domain run of --ablations (default: the one with the most test users)."),
+    ablations: bool = typer.Option(
+        False,
+        "--ablations",
+        help="Also retrain with one design option flipped at a time (click-only, frozen encoder, MLM pretraining) and with one domain held out (zero-shot transfer); each costs about one more training run.",
+    ),
+    holdout_domain: str | None = typer.Option(
+        None,
+        "--holdout-domain",
+        help="Domain held out for the cross-domain run of --ablations (default: the one with the most test users).",
+    ),
 ):
     """Train on the events before a cutoff, test on the next period: every system, baseline, slice and plot in REPORT_DIR."""
     from recsys.jobs.evaluate import evaluate as run_evaluate
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        report = run_evaluate(items, events, out_dir, config, test_days=test_days, cutoff=cutoff, precision=precision, device=device, ablations=ablations, holdout_domain=holdout_domain, progress=bar, log=_log)
+        report = run_evaluate(
+            items,
+            events,
+            out_dir,
+            config,
+            test_days=test_days,
+            cutoff=cutoff,
+            precision=precision,
+            device=device,
+            ablations=ablations,
+            holdout_domain=holdout_domain,
+            progress=bar,
+            log=_log,
+        )
     _print_headline(report)
     out.print(f"report: {out_dir / 'report.md'}")
 
@@ -202,8 +285,10 @@ def _print_headline(report: dict) -> None:
 @app.command()
 @guarded
 def demo(
-    workdir: Path = typer.Option(Path("demo-work"), "--workdir", help="Folder for the generated data, model, export, recommendations and report."),
-    config: Optional[Path] = ConfigOpt,
+    workdir: Path = typer.Option(
+        Path("demo-work"), "--workdir", help="Folder for the generated data, model, export, recommendations and report."
+    ),
+    config: Path | None = ConfigOpt,
 ):
     """Offline, end to end: generate → train → export → score → evaluate, with the real pretrained encoder."""
     from recsys.jobs.demo import demo as run_demo
@@ -212,7 +297,9 @@ def demo(
     with progress_bars() as bar:
         report, manifest = run_demo(workdir, config=config, progress=bar, log=_log)
     _print_headline(report)
-    out.print(f"recommendations: {workdir / 'recommendations.parquet'} ({manifest['users']} users × {manifest['k']}); report: {workdir / 'report' / 'report.md'}")
+    out.print(
+        f"recommendations: {workdir / 'recommendations.parquet'} ({manifest['users']} users × {manifest['k']}); report: {workdir / 'report' / 'report.md'}"
+    )
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list versions, promote one, roll back the champion.")
@@ -237,7 +324,16 @@ def models_list(registry: Path = RegistryArg, as_json: bool = typer.Option(False
         table.add_column(column)
     for row in rows:
         gate = "–" if row["gate_ndcg@10"] is None else f"{row['gate_ndcg@10']:.4f} ({_maybe(row['gate_champion_ndcg@10'])})"
-        table.add_row(row["version"], row["status"], (row["model_version"] or "")[:12], (row["created_at"] or "")[:16].replace("T", " "), row["created_by"] or "", (row["data_until"] or "")[:16].replace("T", " "), _maybe(row["ranker_valid_ndcg@10"]), gate)
+        table.add_row(
+            row["version"],
+            row["status"],
+            (row["model_version"] or "")[:12],
+            (row["created_at"] or "")[:16].replace("T", " "),
+            row["created_by"] or "",
+            (row["data_until"] or "")[:16].replace("T", " "),
+            _maybe(row["ranker_valid_ndcg@10"]),
+            gate,
+        )
     out.print(table)
 
 

@@ -49,7 +49,7 @@ def _read_one(path: Path) -> pl.DataFrame:
     return frame
 
 
-def read_table(path: str | Path, report: "LoadReport | None" = None) -> pl.DataFrame:
+def read_table(path: str | Path, report: LoadReport | None = None) -> pl.DataFrame:
     """Read one Parquet/CSV file, or every such file in a directory, into one frame.
 
     In a directory of daily files an empty file (a quiet day) is skipped with a warning rather than
@@ -110,7 +110,9 @@ def _id_column(frame: pl.DataFrame, path: Path, column: str) -> pl.Series:
         raise SchemaError(path, column, f"must be int64 or string, found {series.dtype}")
     nulls = series.null_count()
     if nulls:
-        raise SchemaError(path, column, f"{nulls} null id(s)", f"rows {_examples(frame.with_row_index()['index'].filter(series.is_null()))}")
+        raise SchemaError(
+            path, column, f"{nulls} null id(s)", f"rows {_examples(frame.with_row_index()['index'].filter(series.is_null()))}"
+        )
     return series
 
 
@@ -163,7 +165,9 @@ def _timestamp_column(series: pl.Series, path: Path, column: str, nullable: bool
     else:
         raise SchemaError(path, column, f"must be a datetime or epoch seconds, found {dtype}")
     if not nullable and out.null_count():
-        raise SchemaError(path, column, f"{out.null_count()} null timestamp(s)", f"rows {_examples(pl.Series(range(out.len())).filter(out.is_null()))}")
+        raise SchemaError(
+            path, column, f"{out.null_count()} null timestamp(s)", f"rows {_examples(pl.Series(range(out.len())).filter(out.is_null()))}"
+        )
     return out.alias(column)
 
 
@@ -176,7 +180,7 @@ def _check_range(series: pl.Series, seconds: pl.Series, path: Path, column: str)
         raise SchemaError(path, column, f"{int(bad.sum())} {kind} outside years 1-9999 (epoch milli- or nanoseconds?)", examples)
 
 
-def validate_items(frame: pl.DataFrame, path: str | Path = "<items>", *, report: "LoadReport | None" = None) -> pl.DataFrame:
+def validate_items(frame: pl.DataFrame, path: str | Path = "<items>", *, report: LoadReport | None = None) -> pl.DataFrame:
     """Check an items frame against the contract and return its canonical form.
 
     An item whose title and description are both empty (or only spaces and control characters) is kept,
@@ -190,7 +194,12 @@ def validate_items(frame: pl.DataFrame, path: str | Path = "<items>", *, report:
     item_id = _id_column(frame, path, S.ITEM_ID)
     duplicated = item_id.is_duplicated()
     if duplicated.any():
-        raise SchemaError(path, S.ITEM_ID, f"{int(duplicated.sum())} rows share an id; ids must be unique", _examples(item_id.filter(duplicated).unique(maintain_order=True)))
+        raise SchemaError(
+            path,
+            S.ITEM_ID,
+            f"{int(duplicated.sum())} rows share an id; ids must be unique",
+            _examples(item_id.filter(duplicated).unique(maintain_order=True)),
+        )
     columns = [
         item_id,
         _text_column(frame, path, S.TITLE, required=True),
@@ -223,14 +232,17 @@ def _known(column: str) -> pl.Expr:
     return pl.when(pl.col(column) != S.UNKNOWN).then(pl.col(column))
 
 
-def _repair_empty_text(items: pl.DataFrame, path: Path, report: "LoadReport") -> pl.DataFrame:
+def _repair_empty_text(items: pl.DataFrame, path: Path, report: LoadReport) -> pl.DataFrame:
     empty = items.select(~(_has_visible_text(S.TITLE) | _has_visible_text(S.DESCRIPTION))).to_series()
     if not empty.any():
         return items
     stand_in = pl.concat_str([_known(S.CATEGORY), _known(S.DOMAIN)], separator=" ", ignore_nulls=True)
-    stand_in = pl.when(stand_in.str.replace_all(_INVISIBLE, "").str.len_chars() > 0).then(stand_in).otherwise(pl.col(S.ITEM_ID).cast(pl.String))
+    stand_in = (
+        pl.when(stand_in.str.replace_all(_INVISIBLE, "").str.len_chars() > 0).then(stand_in).otherwise(pl.col(S.ITEM_ID).cast(pl.String))
+    )
     report.repair(
-        "empty_text_item", int(empty.sum()),
+        "empty_text_item",
+        int(empty.sum()),
         f"{path}: {int(empty.sum())} item(s) have no title nor description; kept, titled by category and domain (or id)",
         _examples(items[S.ITEM_ID].filter(empty)),
     )
@@ -286,14 +298,21 @@ def validate_events(
         cast = item_id.cast(item_id_dtype, strict=False)
         failed = cast.is_null() & item_id.is_not_null()
         if failed.any():
-            raise SchemaError(path, S.ITEM_ID, f"is {item_id.dtype} but items.item_id is {item_id_dtype}", _examples(item_id.filter(failed)))
+            raise SchemaError(
+                path, S.ITEM_ID, f"is {item_id.dtype} but items.item_id is {item_id_dtype}", _examples(item_id.filter(failed))
+            )
         item_id = cast
     if frame[S.EVENT].dtype not in (pl.String, pl.Categorical, pl.Enum):
         raise SchemaError(path, S.EVENT, f"must be text ({'/'.join(S.EVENT_TYPES)}), found {frame[S.EVENT].dtype}")
     event = frame[S.EVENT].cast(pl.String).str.strip_chars().str.to_lowercase()
     unknown = ~event.is_in(list(S.EVENT_TYPES)) | event.is_null()
     if unknown.any():
-        raise SchemaError(path, S.EVENT, f"{int(unknown.sum())} row(s) with an unknown event type; expected one of {', '.join(S.EVENT_TYPES)}", _examples(frame[S.EVENT].filter(unknown).unique(maintain_order=True)))
+        raise SchemaError(
+            path,
+            S.EVENT,
+            f"{int(unknown.sum())} row(s) with an unknown event type; expected one of {', '.join(S.EVENT_TYPES)}",
+            _examples(frame[S.EVENT].filter(unknown).unique(maintain_order=True)),
+        )
     columns = [user_id, item_id, event.alias(S.EVENT), _timestamp_column(frame[S.TIMESTAMP], path, S.TIMESTAMP, nullable=False)]
     if S.SESSION_ID in frame.columns:
         session = frame[S.SESSION_ID]
@@ -309,18 +328,30 @@ def validate_events(
         cast = position.cast(pl.Int32, strict=False)
         overflow = cast.is_null() & position.is_not_null()
         if overflow.any():
-            raise SchemaError(path, S.POSITION, f"{int(overflow.sum())} value(s) do not fit a 32-bit integer", _examples(position.filter(overflow)))
+            raise SchemaError(
+                path, S.POSITION, f"{int(overflow.sum())} value(s) do not fit a 32-bit integer", _examples(position.filter(overflow))
+            )
         columns.append(cast)
     else:
         columns.append(pl.repeat(None, frame.height, dtype=pl.Int32, eager=True).alias(S.POSITION))
     events, duplicates = _drop_exact_duplicates(pl.DataFrame(columns))
     report.add("duplicate_event", duplicates, f"{path}: dropped {duplicates} exact duplicate event(s)")
-    now = _naive_utc(now if now is not None else dt.datetime.now(dt.timezone.utc))
+    now = _naive_utc(now if now is not None else dt.datetime.now(dt.UTC))
     future = events[S.TIMESTAMP] > now
     if future.all():
-        raise SchemaError(path, S.TIMESTAMP, f"every event is dated after now ({now:%Y-%m-%d %H:%M} UTC); is a clock or the time zone wrong?", _examples(events[S.TIMESTAMP]))
+        raise SchemaError(
+            path,
+            S.TIMESTAMP,
+            f"every event is dated after now ({now:%Y-%m-%d %H:%M} UTC); is a clock or the time zone wrong?",
+            _examples(events[S.TIMESTAMP]),
+        )
     if future.any():
-        report.add("future_timestamp", int(future.sum()), f"{path}: dropped {int(future.sum())} event(s) dated after now ({now:%Y-%m-%d %H:%M} UTC)", _examples(events[S.TIMESTAMP].filter(future).sort(descending=True)))
+        report.add(
+            "future_timestamp",
+            int(future.sum()),
+            f"{path}: dropped {int(future.sum())} event(s) dated after now ({now:%Y-%m-%d %H:%M} UTC)",
+            _examples(events[S.TIMESTAMP].filter(future).sort(descending=True)),
+        )
         events = events.filter(~future)
     return events
 
@@ -343,14 +374,19 @@ def _drop_exact_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     if not repeats.any():
         return frame, 0
     suspects = np.unique(np.concatenate([order[1:][repeats], order[:-1][repeats]]))
-    kept = frame[suspects].with_columns(pl.Series("_row", suspects)).unique(subset=frame.columns, keep="first", maintain_order=True)["_row"].to_numpy()
+    kept = (
+        frame[suspects]
+        .with_columns(pl.Series("_row", suspects))
+        .unique(subset=frame.columns, keep="first", maintain_order=True)["_row"]
+        .to_numpy()
+    )
     keep = np.ones(frame.height, dtype=bool)
     keep[np.setdiff1d(suspects, kept)] = False
     return frame.filter(pl.Series(keep)), int((~keep).sum())
 
 
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def load_items(path: str | Path, *, report: LoadReport | None = None) -> pl.LazyFrame:
@@ -358,7 +394,9 @@ def load_items(path: str | Path, *, report: LoadReport | None = None) -> pl.Lazy
     return validate_items(read_table(path), path, report=report).lazy()
 
 
-def load_events(path: str | Path, *, items: pl.LazyFrame | None = None, report: LoadReport | None = None, now: dt.datetime | None = None) -> pl.LazyFrame:
+def load_events(
+    path: str | Path, *, items: pl.LazyFrame | None = None, report: LoadReport | None = None, now: dt.datetime | None = None
+) -> pl.LazyFrame:
     """Read and validate events (a file or a directory of daily files); canonical LazyFrame.
 
     With `items`, events of items missing from the catalog are dropped and counted in `report`.
@@ -370,7 +408,12 @@ def load_events(path: str | Path, *, items: pl.LazyFrame | None = None, report: 
         known = items.select(S.ITEM_ID).collect()[S.ITEM_ID]
         keep = events[S.ITEM_ID].is_in(known.implode())
         unknown = events[S.ITEM_ID].filter(~keep)
-        report.add("unknown_item", unknown.len(), f"{path}: dropped {unknown.len()} event(s) of items not in the catalog", _examples(unknown.unique(maintain_order=True)))
+        report.add(
+            "unknown_item",
+            unknown.len(),
+            f"{path}: dropped {unknown.len()} event(s) of items not in the catalog",
+            _examples(unknown.unique(maintain_order=True)),
+        )
         events = events.filter(keep)
         if events.height == 0:
             raise SchemaError(path, S.ITEM_ID, "no event refers to an item of the catalog")

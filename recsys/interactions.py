@@ -58,14 +58,24 @@ def exposures(events: pl.DataFrame) -> pl.DataFrame:
         click_hits, purchase_hits = matched(clicks, "clicked"), matched(purchases, "purchased")
         out = shown.join(click_hits.filter(pl.col("shown_at").is_not_null()).unique(key + ["shown_at"]), on=key + ["shown_at"], how="left")
         out = out.join(purchase_hits.filter(pl.col("shown_at").is_not_null()).unique(key + ["shown_at"]), on=key + ["shown_at"], how="left")
-        organic = clicks.join_asof(shown, on=S.TIMESTAMP, by=key, strategy="backward", tolerance=_MATCH_WINDOW, check_sortedness=False).filter(pl.col("shown_at").is_null())
-        organic = organic.select(cols).with_columns(pl.lit(1.0).alias("clicked"), pl.lit(None, dtype=pl.Float64).alias("purchased"), pl.lit(None, dtype=pl.Int32).alias(S.POSITION))
-        out = pl.concat([out.select(cols + ["clicked", "purchased", S.POSITION]), organic.select(cols + ["clicked", "purchased", S.POSITION])])
+        organic = clicks.join_asof(
+            shown, on=S.TIMESTAMP, by=key, strategy="backward", tolerance=_MATCH_WINDOW, check_sortedness=False
+        ).filter(pl.col("shown_at").is_null())
+        organic = organic.select(cols).with_columns(
+            pl.lit(1.0).alias("clicked"), pl.lit(None, dtype=pl.Float64).alias("purchased"), pl.lit(None, dtype=pl.Int32).alias(S.POSITION)
+        )
+        out = pl.concat(
+            [out.select(cols + ["clicked", "purchased", S.POSITION]), organic.select(cols + ["clicked", "purchased", S.POSITION])]
+        )
     else:
         base = clicks if clicks.height else purchases
         after = purchases.with_columns(pl.col(S.TIMESTAMP).alias("bought_at"))
         out = base.join_asof(after, on=S.TIMESTAMP, by=key, strategy="forward", tolerance=_MATCH_WINDOW, check_sortedness=False)
-        out = out.with_columns(pl.lit(1.0).alias("clicked"), pl.col("bought_at").is_not_null().cast(pl.Float64).alias("purchased"), pl.lit(None, dtype=pl.Int32).alias(S.POSITION))
+        out = out.with_columns(
+            pl.lit(1.0).alias("clicked"),
+            pl.col("bought_at").is_not_null().cast(pl.Float64).alias("purchased"),
+            pl.lit(None, dtype=pl.Int32).alias(S.POSITION),
+        )
         out = out.select(cols + ["clicked", "purchased", S.POSITION])
     out = out.with_columns(pl.col("clicked").fill_null(0.0), pl.col("purchased").fill_null(0.0))
     # a purchase implies a click (the funnel impression → click → purchase)

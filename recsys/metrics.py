@@ -46,9 +46,7 @@ def _cast_like(series_or_frame, column: str, dtype: pl.DataType, name: str):
             return series_or_frame.cast(dtype, strict=True)
         return series_or_frame.with_columns(pl.col(column).cast(dtype, strict=True))
     except Exception as exc:
-        raise ValueError(
-            f"{name}.{column} has dtype {current}, which does not match recommendations' {dtype}: {exc}"
-        ) from None
+        raise ValueError(f"{name}.{column} has dtype {current}, which does not match recommendations' {dtype}: {exc}") from None
 
 
 def _check_ks(ks: int | Sequence[int]) -> list[int]:

@@ -94,7 +94,9 @@ class UserInterest(nn.Module):
         pooled = (weights.unsqueeze(2) @ values.transpose(1, 2)).reshape(batch, self.dim)  # (B, h, 1, d) → (B, D)
         # the mean of the clicked items as a (1, L) @ (L, D) product per user, for the same reason (a
         # ReduceSum over the history axis summed in another order when the batch held one user)
-        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(history.dtype)
+        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(
+            history.dtype
+        )
         return F.normalize(self.norm(pooled + self.out(pooled) + mean), dim=-1)  # (B, D)
 
 
@@ -120,7 +122,9 @@ class InterestScorer(nn.Module):
 
     def __init__(self, dim: int, dropout: float, hidden: int = 128):
         super().__init__()
-        self.shared = nn.Sequential(nn.Linear(3 * dim + 1, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.GELU())
+        self.shared = nn.Sequential(
+            nn.Linear(3 * dim + 1, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.GELU()
+        )
         self.click = nn.Linear(hidden // 2, 1)
         self.conversion = nn.Linear(hidden // 2, 1)
         self.similarity_scale = nn.Parameter(torch.tensor(5.0))
@@ -133,8 +137,18 @@ class InterestScorer(nn.Module):
         # user and no (B, C, 3D+1) concatenation: the same function, 1.7x faster as an ONNX graph per pair
         first = self.shared[0]
         dim = users.shape[-1]
-        w_user, w_item, w_product, w_similarity = first.weight[:, :dim], first.weight[:, dim : 2 * dim], first.weight[:, 2 * dim : 3 * dim], first.weight[:, 3 * dim]
-        hidden = (users @ w_user.T + first.bias).unsqueeze(1) + items @ w_item.T + product @ w_product.T + similarity.unsqueeze(-1) * w_similarity
+        w_user, w_item, w_product, w_similarity = (
+            first.weight[:, :dim],
+            first.weight[:, dim : 2 * dim],
+            first.weight[:, 2 * dim : 3 * dim],
+            first.weight[:, 3 * dim],
+        )
+        hidden = (
+            (users @ w_user.T + first.bias).unsqueeze(1)
+            + items @ w_item.T
+            + product @ w_product.T
+            + similarity.unsqueeze(-1) * w_similarity
+        )
         z = self.shared[1:](hidden)  # (B, C, H/2)
         click = self.click(z).squeeze(-1) + self.similarity_scale * similarity
         return TaskOutput(click, self.conversion(z).squeeze(-1), similarity)

@@ -15,6 +15,7 @@ from recsys.contracts.errors import ArtifactError
 from recsys.contracts.layout import CONFIG_FILE, ENCODER_CONFIG, ENCODER_DIR, ENCODER_TOKENIZER, TEXT_MODEL_FILE, TEXT_MODEL_FILES
 from serving.text import ItemTokenizer
 
+
 def torch_module():
     """torch, imported where it is used: importing this module does not load it."""
     import torch
@@ -110,7 +111,9 @@ def load_text_model(folder: Path):
     except Exception as exc:
         raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: cannot be loaded ({exc})") from None
     if missing or unexpected:
-        raise ArtifactError(f"{folder / TEXT_MODEL_FILE}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ArtifactError(
+            f"{folder / TEXT_MODEL_FILE}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.eval()
     tokenizer = ItemTokenizer(folder / ENCODER_TOKENIZER, config.model.max_length)
     return model, tokenizer, config

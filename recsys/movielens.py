@@ -15,9 +15,9 @@ from typing import Any
 import polars as pl
 
 from recsys.contracts import schema as S
-from recsys.data import validate_events, validate_items
 from recsys.contracts.errors import SchemaError
 from recsys.contracts.files import atomic_path
+from recsys.data import validate_events, validate_items
 
 DOMAIN = "movies"
 PURCHASE_MIN_RATING = 4.0
@@ -62,7 +62,9 @@ def _rows(path: Path, sep: str, columns: tuple[str, ...], *, header: bool) -> tu
     for number, line in enumerate(lines, start=2 if header else 1):
         fields = line.split(sep)
         if len(fields) < len(names):
-            raise SchemaError(path, names[len(fields)], f"line {number} has {len(fields)} field(s), expected {len(names)} separated by {sep!r}")
+            raise SchemaError(
+                path, names[len(fields)], f"line {number} has {len(fields)} field(s), expected {len(names)} separated by {sep!r}"
+            )
         if len(fields) > len(names):
             raise SchemaError(path, None, f"line {number} has {len(fields)} fields, expected {len(names)} separated by {sep!r}")
         rows.append(fields)
@@ -95,7 +97,9 @@ def _events(path: Path, user: pl.Series, item: pl.Series, rating: pl.Series, tim
     purchases = clicks.filter(pl.col("_rating") >= PURCHASE_MIN_RATING).with_columns(
         pl.lit(S.PURCHASE).alias(S.EVENT), (pl.col(S.TIMESTAMP) + pl.duration(seconds=1)).alias(S.TIMESTAMP)
     )
-    frame = pl.concat([clicks, purchases]).with_columns(pl.col(S.EVENT).replace_strict({S.CLICK: 0, S.PURCHASE: 1}, return_dtype=pl.Int8).alias("_order"))
+    frame = pl.concat([clicks, purchases]).with_columns(
+        pl.col(S.EVENT).replace_strict({S.CLICK: 0, S.PURCHASE: 1}, return_dtype=pl.Int8).alias("_order")
+    )
     frame = frame.sort([S.TIMESTAMP, S.USER_ID, S.ITEM_ID, "_order"]).select(S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP)
     return validate_events(frame, path, item_id_dtype=pl.Int64)
 
@@ -135,7 +139,12 @@ def _grouplens(root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         flags = _column(item_path, names, rows, genre)
         bad = ~flags.is_in(["0", "1"])
         if bad.any():
-            raise SchemaError(item_path, genre, f"{int(bad.sum())} genre flag(s) are not 0 or 1", ", ".join(repr(v) for v in flags.filter(bad).head(3).to_list()))
+            raise SchemaError(
+                item_path,
+                genre,
+                f"{int(bad.sum())} genre flag(s) are not 0 or 1",
+                ", ".join(repr(v) for v in flags.filter(bad).head(3).to_list()),
+            )
         for i in flags.eq("1").arg_true().to_list():
             genres[i].append(genre)
     items = _items(item_path, _column(item_path, names, rows, "movie id"), title, year, released.cast(pl.Datetime(S.TIME_UNIT)), genres)
@@ -147,9 +156,13 @@ def _grouplens(root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def _recbole(inter_path: Path, item_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     names, rows = _rows(item_path, "\t", _ITEM_COLUMNS, header=True)
     title, title_year = _split_title(_column(item_path, names, rows, "movie_title"))
-    parsed = _column(item_path, names, rows, "release_year").cast(pl.Int32, strict=False).fill_null(title_year).to_list()  # 'unkonwn' → null
+    parsed = (
+        _column(item_path, names, rows, "release_year").cast(pl.Int32, strict=False).fill_null(title_year).to_list()
+    )  # 'unkonwn' → null
     year = pl.Series("year", [y if y is not None and 1800 <= y <= 2100 else None for y in parsed], dtype=pl.Int32)
-    released = pl.Series([None if y is None else dt.datetime(y, 1, 1) for y in year.to_list()], dtype=pl.Datetime(S.TIME_UNIT))  # only the year is known
+    released = pl.Series(
+        [None if y is None else dt.datetime(y, 1, 1) for y in year.to_list()], dtype=pl.Datetime(S.TIME_UNIT)
+    )  # only the year is known
     genres = [g.split() for g in _column(item_path, names, rows, "class").to_list()]
     items = _items(item_path, _column(item_path, names, rows, "item_id"), title, year, released, genres)
     names, rows = _rows(inter_path, "\t", _INTER_COLUMNS, header=True)

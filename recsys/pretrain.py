@@ -15,7 +15,16 @@ from recsys.contracts.config import Config
 from serving.text import ItemTokenizer
 
 
-def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, *, mask_id: int, vocab_size: int, special_ids: set[int], rng: np.random.Generator, probability: float = 0.15):
+def mask_tokens(
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: set[int],
+    rng: np.random.Generator,
+    probability: float = 0.15,
+):
     """BERT's masking: 15% of real tokens are targets; of those 80% [MASK], 10% random, 10% unchanged."""
     labels = input_ids.copy()
     candidates = (attention_mask == 1) & ~np.isin(input_ids, list(special_ids))
@@ -53,10 +62,14 @@ def adapt_encoder(encoder_folder: Path, texts: list[str], config: Config, *, pro
         order = rng.permutation(len(tokens))
         for start in range(0, len(order), batch_size):
             batch = tokenizer.pad([tokens[i] for i in order[start : start + batch_size]])
-            masked, labels = mask_tokens(batch.input_ids, batch.attention_mask, mask_id=mask_id, vocab_size=mlm.config.vocab_size, special_ids=special, rng=rng)
+            masked, labels = mask_tokens(
+                batch.input_ids, batch.attention_mask, mask_id=mask_id, vocab_size=mlm.config.vocab_size, special_ids=special, rng=rng
+            )
             if (labels != -100).sum() == 0:
                 continue
-            loss = mlm(input_ids=torch.from_numpy(masked), attention_mask=torch.from_numpy(batch.attention_mask), labels=torch.from_numpy(labels)).loss
+            loss = mlm(
+                input_ids=torch.from_numpy(masked), attention_mask=torch.from_numpy(batch.attention_mask), labels=torch.from_numpy(labels)
+            ).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

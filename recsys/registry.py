@@ -46,7 +46,7 @@ _PACKAGES = ("polars", "numpy", "lightgbm", "onnxruntime", "onnxruntime-gpu", "t
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @lru_cache(maxsize=1)
@@ -55,9 +55,14 @@ def code_version() -> dict[str, Any]:
     source = Path(__file__).resolve().parent.parent
     commit, dirty = None, None
     try:
-        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+            or None
+        )
         if commit:
-            status = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+            status = subprocess.run(
+                ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+            )
             dirty = bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -74,15 +79,19 @@ class Registry:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not (self.root / REGISTRY_FILE).is_file():
-            raise ArtifactError(f"{self.root}: not a model registry (no {REGISTRY_FILE}); create one with `recsys train --registry {self.root}`")
+            raise ArtifactError(
+                f"{self.root}: not a model registry (no {REGISTRY_FILE}); create one with `recsys train --registry {self.root}`"
+            )
 
     @classmethod
-    def create(cls, root: str | Path) -> "Registry":
+    def create(cls, root: str | Path) -> Registry:
         root = Path(root)
         (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
         with _locked(root):
             if not (root / REGISTRY_FILE).is_file():
-                write_json(root / REGISTRY_FILE, {"kind": "recsys-registry", "format_version": 1, "champion": None, "lineage": [], "history": []})
+                write_json(
+                    root / REGISTRY_FILE, {"kind": "recsys-registry", "format_version": 1, "champion": None, "lineage": [], "history": []}
+                )
         return cls(root)
 
     @staticmethod
@@ -153,18 +162,20 @@ class Registry:
         for version in self.version_names():
             manifest = self.manifest(version)
             gate = manifest.get("gate") or {}
-            rows.append({
-                "version": version,
-                "status": self.status(version, state),
-                "model_version": manifest.get("model_version"),
-                "created_at": manifest.get("created_at"),
-                "created_by": manifest.get("created_by"),
-                "data_until": (manifest.get("data_window") or {}).get("ranker_until"),
-                "precision": manifest.get("precision"),
-                "ranker_valid_ndcg@10": (manifest.get("metrics") or {}).get("ranker_valid_ndcg@10"),
-                "gate_ndcg@10": gate.get("challenger"),
-                "gate_champion_ndcg@10": gate.get("champion"),
-            })
+            rows.append(
+                {
+                    "version": version,
+                    "status": self.status(version, state),
+                    "model_version": manifest.get("model_version"),
+                    "created_at": manifest.get("created_at"),
+                    "created_by": manifest.get("created_by"),
+                    "data_until": (manifest.get("data_window") or {}).get("ranker_until"),
+                    "precision": manifest.get("precision"),
+                    "ranker_valid_ndcg@10": (manifest.get("metrics") or {}).get("ranker_valid_ndcg@10"),
+                    "gate_ndcg@10": gate.get("challenger"),
+                    "gate_champion_ndcg@10": gate.get("champion"),
+                }
+            )
         return rows
 
     # --- writing -------------------------------------------------------------------------------------------
@@ -271,9 +282,13 @@ def resolve_export_dir(path: str | Path, log=lambda message: None) -> Path:
         registry = Registry(path)
         champion = registry.champion
         if champion is None:
-            raise ArtifactError(f"{path}: the registry has no champion yet; promote one with `recsys models promote VERSION --registry {path}`")
+            raise ArtifactError(
+                f"{path}: the registry has no champion yet; promote one with `recsys models promote VERSION --registry {path}`"
+            )
         if not (path / VERSIONS_DIR / champion / VERSION_FILE).is_file():
-            raise ArtifactError(f"{path / VERSIONS_DIR / champion}: the champion's folder is missing; restore it or promote another version")
+            raise ArtifactError(
+                f"{path / VERSIONS_DIR / champion}: the champion's folder is missing; restore it or promote another version"
+            )
         _check_listed(registry.version_dir(champion), EXPORT)
         log(f"registry champion {champion}")
         return registry.export_dir(champion)

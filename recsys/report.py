@@ -22,9 +22,16 @@ COLORS = {
     "oracle": "#2b2b2b",
 }
 TABLE_METRICS = (
-    ("ndcg@10", "NDCG@10"), ("ndcg@20", "NDCG@20"), ("recall@10", "Recall@10"), ("recall@20", "Recall@20"),
-    ("mrr@10", "MRR@10"), ("hit@10", "HitRate@10"), ("auc_p_click", "AUC p_click"), ("auc_p_purchase", "AUC p_purchase"),
-    ("coverage@20", "coverage@20"), ("oracle_share@10", "share of oracle NDCG@10"),
+    ("ndcg@10", "NDCG@10"),
+    ("ndcg@20", "NDCG@20"),
+    ("recall@10", "Recall@10"),
+    ("recall@20", "Recall@20"),
+    ("mrr@10", "MRR@10"),
+    ("hit@10", "HitRate@10"),
+    ("auc_p_click", "AUC p_click"),
+    ("auc_p_purchase", "AUC p_purchase"),
+    ("coverage@20", "coverage@20"),
+    ("oracle_share@10", "share of oracle NDCG@10"),
 )
 
 
@@ -93,7 +100,11 @@ def render_markdown(report: dict) -> str:
         f"Model {report['model_version']} ({report['config']}; {report['precision']} on {', '.join(report['providers'])}). "
         f"{_pct(d.get('reachable_share'))} of the relevant pairs are items that existed at the cutoff (the rest were created "
         f"later and no system can recommend them); the candidate generator holds {_pct(d.get('candidate_recall'))} of them"
-        + (f", and the oracle reranking only those candidates reaches NDCG@10 {_num(d['oracle_on_candidates_ndcg@10'])} (what perfect knowledge makes of them)." if _finite(d.get("oracle_on_candidates_ndcg@10")) else "."),
+        + (
+            f", and the oracle reranking only those candidates reaches NDCG@10 {_num(d['oracle_on_candidates_ndcg@10'])} (what perfect knowledge makes of them)."
+            if _finite(d.get("oracle_on_candidates_ndcg@10"))
+            else "."
+        ),
         "",
         "## Systems",
         "",
@@ -107,22 +118,46 @@ def render_markdown(report: dict) -> str:
         "- **popularity**: most clicked items of the last days before the cutoff;",
     ]
     if "oracle" in systems:
-        lines.append("- **oracle**: the generator's true probabilities (expected gain p_click + 2·p_purchase at the middle of the test period); the best a ranking can expect, not a bound on the logged metrics.")
-    lines += ["", *_table(["system", *[label for _, label in columns]], [[name, *[(_pct if key == "oracle_share@10" else _num)(m.get(key)) for key, _ in columns]] for name, m in systems.items()])]
-    lines += ["", "AUCs are on the test period's impressions (p_click vs clicked, p_purchase vs bought); the ranker's score is not a probability, so only the text model, popularity (its click count) and the oracle (the true probabilities) have them.", ""]
+        lines.append(
+            "- **oracle**: the generator's true probabilities (expected gain p_click + 2·p_purchase at the middle of the test period); the best a ranking can expect, not a bound on the logged metrics."
+        )
+    lines += [
+        "",
+        *_table(
+            ["system", *[label for _, label in columns]],
+            [[name, *[(_pct if key == "oracle_share@10" else _num)(m.get(key)) for key, _ in columns]] for name, m in systems.items()],
+        ),
+    ]
+    lines += [
+        "",
+        "AUCs are on the test period's impressions (p_click vs clicked, p_purchase vs bought); the ranker's score is not a probability, so only the text model, popularity (its click count) and the oracle (the true probabilities) have them.",
+        "",
+    ]
     if "systems" in plots:
         lines += [f"![metrics per system]({plots['systems']})", ""]
 
     if report.get("targets"):
         lines += ["## Targets", ""]
-        lines += _table(["target", "measured", "threshold", "met"], [[t["target"], _num(t["value"], 3), _num(t["threshold"], 2), "yes" if t["met"] else "**no**"] for t in report["targets"]])
+        lines += _table(
+            ["target", "measured", "threshold", "met"],
+            [[t["target"], _num(t["value"], 3), _num(t["threshold"], 2), "yes" if t["met"] else "**no**"] for t in report["targets"]],
+        )
         lines.append("")
 
     slices = report.get("slices", {})
     if slices:
         names = list(systems)
-        lines += ["## Slices", "", "NDCG@10 per slice. Slices are defined from pre-cutoff data only. An item slice keeps each system's full top-K and counts only hits on the slice's items; a user slice keeps its users' queries.", ""]
-        rows = [[f"{name} ({s['queries']})", *[_num(s["systems"][n]["ndcg@10"]) for n in names]] for name, s in slices.items() if not name.startswith("category: ") and s["queries"]]
+        lines += [
+            "## Slices",
+            "",
+            "NDCG@10 per slice. Slices are defined from pre-cutoff data only. An item slice keeps each system's full top-K and counts only hits on the slice's items; a user slice keeps its users' queries.",
+            "",
+        ]
+        rows = [
+            [f"{name} ({s['queries']})", *[_num(s["systems"][n]["ndcg@10"]) for n in names]]
+            for name, s in slices.items()
+            if not name.startswith("category: ") and s["queries"]
+        ]
         lines += _table(["slice (queries)", *names], rows)
         lines.append("")
         for key in ("slices", "categories"):
@@ -131,12 +166,23 @@ def render_markdown(report: dict) -> str:
         categories = [(name, s) for name, s in slices.items() if name.startswith("category: ") and s["queries"]]
         if categories:
             lines += ["<details><summary>per category</summary>", ""]
-            lines += _table(["category (queries)", *names], [[f"{name.removeprefix('category: ')} ({s['queries']})", *[_num(s["systems"][n]["ndcg@10"]) for n in names]] for name, s in categories])
+            lines += _table(
+                ["category (queries)", *names],
+                [
+                    [f"{name.removeprefix('category: ')} ({s['queries']})", *[_num(s["systems"][n]["ndcg@10"]) for n in names]]
+                    for name, s in categories
+                ],
+            )
             lines += ["", "</details>", ""]
 
     cal = report.get("calibration")
     if cal:
-        lines += ["## Calibration", "", "Predicted vs observed rate on the test impressions, in equal-count bins. p_click is P(click | shown at the top slot), so the top slot is where it should match; at lower slots the position bias makes the observed rate lower.", ""]
+        lines += [
+            "## Calibration",
+            "",
+            "Predicted vs observed rate on the test impressions, in equal-count bins. p_click is P(click | shown at the top slot), so the top slot is where it should match; at lower slots the position bias makes the observed rate lower.",
+            "",
+        ]
         rows = []
         for where, parts in cal.items():
             for target, r in parts.items():
@@ -149,10 +195,22 @@ def render_markdown(report: dict) -> str:
     ab = report.get("ablations")
     if ab:
         lines += ["## Ablations", "", "Each row retrains both stages with one option flipped and goes through the same protocol.", ""]
-        lines += _table(["variant", "changes", "NDCG@10", "Recall@20", "MRR@10", "AUC p_click", "AUC p_purchase", "train s"], [
-            [name, r["changes"], _num(r["ndcg@10"]), _num(r["recall@20"]), _num(r["mrr@10"]), _num(r["auc_p_click"]), _num(r["auc_p_purchase"]), _num(r.get("timings_s", {}).get("train_s", report["timings_s"].get("train_s")), 0)]
-            for name, r in ab.items()
-        ])
+        lines += _table(
+            ["variant", "changes", "NDCG@10", "Recall@20", "MRR@10", "AUC p_click", "AUC p_purchase", "train s"],
+            [
+                [
+                    name,
+                    r["changes"],
+                    _num(r["ndcg@10"]),
+                    _num(r["recall@20"]),
+                    _num(r["mrr@10"]),
+                    _num(r["auc_p_click"]),
+                    _num(r["auc_p_purchase"]),
+                    _num(r.get("timings_s", {}).get("train_s", report["timings_s"].get("train_s")), 0),
+                ]
+                for name, r in ab.items()
+            ],
+        )
         lines.append("")
         if "ablations" in plots:
             lines += [f"![ablations]({plots['ablations']})", ""]
@@ -160,12 +218,20 @@ def render_markdown(report: dict) -> str:
     cross = report.get("cross_domain")
     if cross:
         lines += [
-            "## Cross-domain transfer", "",
+            "## Cross-domain transfer",
+            "",
             f"Domain **{cross['domain']}** held out entirely from training (no event of its {cross['items']} items); its "
             f"{cross['queries']} test users' clicks on it are ranked among its items only. The zero-shot systems know those "
-            "items only from their text; popularity within the domain uses the domain's real pre-cutoff events.", "",
+            "items only from their text; popularity within the domain uses the domain's real pre-cutoff events.",
+            "",
         ]
-        lines += _table(["system", "NDCG@10", "NDCG@20", "Recall@20", "MRR@10", "HitRate@10"], [[n, _num(m["ndcg@10"]), _num(m["ndcg@20"]), _num(m["recall@20"]), _num(m["mrr@10"]), _num(m["hit@10"])] for n, m in cross["systems"].items()])
+        lines += _table(
+            ["system", "NDCG@10", "NDCG@20", "Recall@20", "MRR@10", "HitRate@10"],
+            [
+                [n, _num(m["ndcg@10"]), _num(m["ndcg@20"]), _num(m["recall@20"]), _num(m["mrr@10"]), _num(m["hit@10"])]
+                for n, m in cross["systems"].items()
+            ],
+        )
         lines.append("")
 
     training = report.get("training") or {}
@@ -173,7 +239,9 @@ def render_markdown(report: dict) -> str:
         lines += ["## Training", ""]
         ranker = training.get("ranker") or {}
         if ranker:
-            lines.append(f"Ranker: {ranker.get('best_iteration')} trees (chosen by {ranker.get('cv_folds')}-fold cross-validation over the ranker window's {ranker.get('users')} users), cross-validated NDCG@10 {_num(ranker.get('valid_ndcg@10'))}.")
+            lines.append(
+                f"Ranker: {ranker.get('best_iteration')} trees (chosen by {ranker.get('cv_folds')}-fold cross-validation over the ranker window's {ranker.get('users')} users), cross-validated NDCG@10 {_num(ranker.get('valid_ndcg@10'))}."
+            )
         importance = training.get("ranker_feature_importance") or {}
         if importance:
             total = sum(importance.values()) or 1.0
@@ -200,7 +268,14 @@ def draw_plots(report: dict, folder: Path) -> dict[str, Path]:
 
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.spines.top": False, "axes.spines.right": False})
     drawn = {}
-    for name, draw in (("systems", _plot_systems), ("slices", _plot_slices), ("categories", _plot_categories), ("calibration", _plot_calibration), ("training", _plot_training), ("ablations", _plot_ablations)):
+    for name, draw in (
+        ("systems", _plot_systems),
+        ("slices", _plot_slices),
+        ("categories", _plot_categories),
+        ("calibration", _plot_calibration),
+        ("training", _plot_training),
+        ("ablations", _plot_ablations),
+    ):
         fig = draw(report, plt)
         if fig is None:
             continue
@@ -225,7 +300,18 @@ def _finite(value) -> bool:
 
 def _plot_systems(report: dict, plt):
     systems = report["systems"]
-    metrics = [(k, label) for k, label in (("ndcg@10", "NDCG@10"), ("ndcg@20", "NDCG@20"), ("recall@20", "Recall@20"), ("mrr@10", "MRR@10"), ("hit@10", "HitRate@10"), ("coverage@20", "Catalog coverage@20")) if any(_finite(m.get(k)) for m in systems.values())]
+    metrics = [
+        (k, label)
+        for k, label in (
+            ("ndcg@10", "NDCG@10"),
+            ("ndcg@20", "NDCG@20"),
+            ("recall@20", "Recall@20"),
+            ("mrr@10", "MRR@10"),
+            ("hit@10", "HitRate@10"),
+            ("coverage@20", "Catalog coverage@20"),
+        )
+        if any(_finite(m.get(k)) for m in systems.values())
+    ]
     names = list(systems)[::-1]  # first system on top
     cols = 3
     rows = math.ceil(len(metrics) / cols)
@@ -238,9 +324,12 @@ def _plot_systems(report: dict, plt):
         ax.set_xlim(0, max(values + [1e-9]) * 1.3)
         ax.set_xlabel(label)
         ax.tick_params(axis="y", labelsize=9)
-    for ax in axes.ravel()[len(metrics):]:
+    for ax in axes.ravel()[len(metrics) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Test period: {report['test_days']:g} days after {_when(report['cutoff'])}, {report['queries']} query users (higher is better)", y=1.0)
+    fig.suptitle(
+        f"Test period: {report['test_days']:g} days after {_when(report['cutoff'])}, {report['queries']} query users (higher is better)",
+        y=1.0,
+    )
     fig.tight_layout()
     return fig
 
@@ -250,14 +339,24 @@ def _heatmap(plt, rows: list[str], names: list[str], values, title: str, xlabel:
 
     data = np.array([[v if _finite(v) else np.nan for v in row] for row in values], dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.35 * len(names), 0.9 + 0.38 * len(rows)))
-    image = ax.imshow(np.nan_to_num(data, nan=0.0), cmap="Blues", aspect="auto", vmin=0, vmax=max(np.nanmax(data) if np.isfinite(data).any() else 1, 1e-9))
+    image = ax.imshow(
+        np.nan_to_num(data, nan=0.0), cmap="Blues", aspect="auto", vmin=0, vmax=max(np.nanmax(data) if np.isfinite(data).any() else 1, 1e-9)
+    )
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     top = np.nanmax(data) if np.isfinite(data).any() else 1
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             text = "–" if np.isnan(data[i, j]) else f"{data[i, j]:.3f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if np.isfinite(data[i, j]) and data[i, j] > 0.6 * top else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if np.isfinite(data[i, j]) and data[i, j] > 0.6 * top else "black",
+            )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     for spine in ax.spines.values():
@@ -381,7 +480,9 @@ def _plot_ablations(report: dict, plt):
         values = [ab[n][key] if _finite(ab[n][key]) else 0.0 for n in names]
         auc_panel = key.startswith("auc")
         left = 0.5 if auc_panel else 0.0  # an AUC of 0.5 is chance: bars start there
-        bars = ax.barh(names, [v - left for v in values], left=left, color=["#1f5fa8" if n == "as configured" else "#9bbbe0" for n in names])
+        bars = ax.barh(
+            names, [v - left for v in values], left=left, color=["#1f5fa8" if n == "as configured" else "#9bbbe0" for n in names]
+        )
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=3, fontsize=9)
         ax.set_xlim(left, left + (max(values + [left + 1e-9]) - left) * 1.25)
         ax.set_xlabel(f"{label} (0.5 = chance)" if auc_panel else label)

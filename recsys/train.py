@@ -24,7 +24,8 @@ from recsys.contracts.config import Config
 from recsys.contracts.errors import RecsysError
 from recsys.contracts.layout import TOKENIZER_FILE
 from recsys.interactions import click_log, epoch_seconds, exposures, has_impressions, user_index_of
-from recsys.model_io import build_model, set_seed, torch_module as _torch
+from recsys.model_io import build_model, set_seed
+from recsys.model_io import torch_module as _torch
 from serving.catalog import Catalog
 from serving.text import ItemTokenizer, item_texts
 
@@ -86,7 +87,7 @@ def build_training_data(events: pl.DataFrame, catalog: Catalog, tokenizer: ItemT
     return data
 
 
-def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], batch_size: int = 128) -> "torch.Tensor":
+def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], batch_size: int = 128) -> torch.Tensor:
     """Pooled encoder output of every item (no gradient), in input order."""
     torch = _torch()
     out = torch.zeros(len(tokens), model.items.encoder.config.hidden_size)
@@ -100,7 +101,9 @@ def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], bat
     return out
 
 
-def _epoch_batches(data: TrainingData, config: Config, rng: np.random.Generator, train_rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _epoch_batches(
+    data: TrainingData, config: Config, rng: np.random.Generator, train_rows: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Groups of (distinct items, exposure rows of those items), each exposure capped per item."""
     items = data.exposure_item[train_rows]
     order = np.argsort(items, kind="stable")
@@ -157,7 +160,9 @@ def train_text_model(
     rng = np.random.default_rng(config.train.seed)
 
     encoder_params = [p for p in model.items.encoder.parameters() if p.requires_grad]
-    other_params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("items.encoder.", "position_bias."))]
+    other_params = [
+        p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("items.encoder.", "position_bias."))
+    ]
     groups = [{"params": other_params, "lr": config.train.head_lr}]
     # a few dozen scalars that must travel ~1-2 in log-odds within a few hundred steps: Adam moves a
     # parameter about one learning rate per step, so they get their own, larger one
@@ -172,7 +177,14 @@ def train_text_model(
     warmup = max(1, int(0.06 * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(1, total_steps)))
 
-    history_log: dict[str, list] = {"epoch": [], "phase": [], "train_loss": [], "valid_click_auc": [], "valid_purchase_auc": [], "seconds": []}
+    history_log: dict[str, list] = {
+        "epoch": [],
+        "phase": [],
+        "train_loss": [],
+        "valid_click_auc": [],
+        "valid_purchase_auc": [],
+        "seconds": [],
+    }
     step = 0
     bank = encode_pooled(model, tokenizer, data.item_tokens)
     for epoch in range(total_epochs):
@@ -208,9 +220,14 @@ def train_text_model(
             out.click_logit = out.click_logit + shift  # the shown slot's position explains part of the click
             positive = torch.from_numpy(np.where(data.clicked[rows] > 0, local, -1))
             loss = multitask_loss(
-                model, out,
-                torch.from_numpy(np.concatenate(labels_click, 1)), torch.from_numpy(np.concatenate(labels_buy, 1)),
-                user_vectors, item_vectors, positive, config,
+                model,
+                out,
+                torch.from_numpy(np.concatenate(labels_click, 1)),
+                torch.from_numpy(np.concatenate(labels_buy, 1)),
+                user_vectors,
+                item_vectors,
+                positive,
+                config,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -230,7 +247,9 @@ def train_text_model(
         history_log["valid_click_auc"].append(valid["click_auc"])
         history_log["valid_purchase_auc"].append(valid["purchase_auc"])
         history_log["seconds"].append(round(time.perf_counter() - started, 2))
-        log(f"epoch {epoch + 1} ({history_log['phase'][-1]}): loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}")
+        log(
+            f"epoch {epoch + 1} ({history_log['phase'][-1]}): loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}"
+        )
     model.eval()
     return model, tokenizer, {"data": data.summary, "curves": history_log}
 
@@ -276,5 +295,3 @@ def evaluate_exposures(model, tokenizer: ItemTokenizer, data: TrainingData, rows
         p_click, p_buy = out.p_click.numpy().ravel(), out.p_purchase.numpy().ravel()
     model.train()
     return {"click_auc": auc(p_click, click.ravel()), "purchase_auc": auc(p_buy, buy.ravel())}
-
-

@@ -18,10 +18,14 @@ def read_export(export_dir: str | Path) -> tuple[dict, dict]:
     return manifest, read_json_object(export_dir / SERVING_CONFIG_FILE, "re-export the model")
 
 
-def open_export(export_dir: str | Path, manifest: dict, config: dict, *, device: str = "auto", threads: int = 0) -> tuple[OnnxInterestModel, LambdaRanker]:
+def open_export(
+    export_dir: str | Path, manifest: dict, config: dict, *, device: str = "auto", threads: int = 0
+) -> tuple[OnnxInterestModel, LambdaRanker]:
     """The interest model's sessions and the ranker of an export already checked by `read_export`."""
     export_dir = Path(export_dir)
-    model = OnnxInterestModel(export_dir, providers=choose_providers(device), precision=manifest["precision"], threads=threads, max_length=config["max_length"])
+    model = OnnxInterestModel(
+        export_dir, providers=choose_providers(device), precision=manifest["precision"], threads=threads, max_length=config["max_length"]
+    )
     return model, LambdaRanker.load(export_dir / RANKER_FILE, config["ranker_features"], threads=threads)
 
 

@@ -74,7 +74,12 @@ class ItemVectorCache:
         keep = sorted(set(hashes))
         stats.dropped = len(cached) - len(keep)
         if missing or stats.dropped or stats.rebuilt:
-            frame = pl.DataFrame({TEXT_HASH: keep, VECTOR: pl.Series(VECTOR, np.stack([cached[h] for h in keep]) if keep else np.zeros((0, model.dim), np.float32))})
+            frame = pl.DataFrame(
+                {
+                    TEXT_HASH: keep,
+                    VECTOR: pl.Series(VECTOR, np.stack([cached[h] for h in keep]) if keep else np.zeros((0, model.dim), np.float32)),
+                }
+            )
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.path) as tmp:
                 frame.write_parquet(tmp)

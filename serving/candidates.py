@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 import features
-from recsys.contracts import schema as S
 from features.neighbors import NEIGHBOR_ID
+from recsys.contracts import schema as S
 from recsys.contracts.config import CandidateConfig
 from serving.catalog import Catalog
 from serving.history import ClickLog, to_seconds
@@ -46,15 +46,21 @@ class Snapshot:
     available: np.ndarray  # (N,) bool: items that exist at the cutoff
 
 
-def build_snapshot(catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime, config: CandidateConfig) -> Snapshot:
+def build_snapshot(
+    catalog: Catalog, item_vectors: np.ndarray, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: datetime, config: CandidateConfig
+) -> Snapshot:
     """Histories, seen items, popularity and co-visitation from the events strictly before `cutoff`."""
     past = events.filter(pl.col(S.TIMESTAMP) < cutoff)
-    users = past.select(S.USER_ID).unique().sort(S.USER_ID).collect().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("user_index"))
+    users = (
+        past.select(S.USER_ID).unique().sort(S.USER_ID).collect().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("user_index"))
+    )
     engaged = past.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP).collect()
     engaged = catalog.index_of(engaged).join(users, on=S.USER_ID, how="inner")
     log = ClickLog.from_events(engaged)
     seen = engaged.select("user_index", "item_index").unique().sort(["user_index", "item_index"])
-    popular = catalog.index_of(features.popular_items(events, cutoff=cutoff, days=config.popularity_days, n=max(config.popular, 1)).collect()).sort("popularity_rank")
+    popular = catalog.index_of(
+        features.popular_items(events, cutoff=cutoff, days=config.popularity_days, n=max(config.popular, 1)).collect()
+    ).sort("popularity_rank")
     covisit = features.covisitation(events, cutoff=cutoff).collect()
     covisit = catalog.index_of(catalog.index_of(covisit), column=NEIGHBOR_ID, name="neighbor_index")
     return Snapshot(
@@ -78,7 +84,9 @@ def _newest(catalog: Catalog, cutoff: datetime, n: int) -> np.ndarray:
     created = catalog.items[S.CREATED_AT]
     if n <= 0 or created.null_count() == len(created):
         return np.zeros(0, dtype=np.int64)
-    frame = pl.DataFrame({"item_index": np.arange(len(catalog)), "created": created}).filter(pl.col("created").is_not_null() & (pl.col("created") < cutoff))
+    frame = pl.DataFrame({"item_index": np.arange(len(catalog)), "created": created}).filter(
+        pl.col("created").is_not_null() & (pl.col("created") < cutoff)
+    )
     return frame.sort(["created", "item_index"], descending=True).head(n)["item_index"].to_numpy()
 
 
@@ -91,7 +99,9 @@ def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_leng
     return model.user_vectors(vectors.astype(np.float32), mask.astype(np.float32)), history
 
 
-def _text_top_k(users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, seen_cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _text_top_k(
+    users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, seen_cols: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(items (B, k), similarities (B, k)): each user's k nearest available, unseen items, best first
     (equal similarities: lower item index first); -inf where a user has fewer than k such items.
 
@@ -145,7 +155,9 @@ def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     return pl.DataFrame(columns)
 
 
-def score_pairs(model, users: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_pairs(
+    model, users: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(p_click, p_purchase, similarity) of each pair (users[rows[j]], item_vectors[items[j]]), `rows`
     sorted. The scorer runs on (users, candidates) batches, its per-user work once per user: users
     with similar candidate counts share a batch of SCORE_USERS, padded to the longest."""
@@ -178,7 +190,9 @@ def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray,
     return rows, seen_items[np.repeat(start, counts) + offsets]
 
 
-def generate_candidates(model, snapshot: Snapshot, user_ids: pl.Series, config: CandidateConfig, history_length: int, progress=None) -> pl.DataFrame:
+def generate_candidates(
+    model, snapshot: Snapshot, user_ids: pl.Series, config: CandidateConfig, history_length: int, progress=None
+) -> pl.DataFrame:
     """Candidates per user with their sources and the text model's p_click, p_purchase and similarity.
 
     Columns: user_id, item_id, user_index, item_index, cand_* sources, p_click, p_purchase, similarity.
@@ -223,14 +237,21 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         sources.append(("cand_text_rank", rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))
     # 2. co-visitation with the user's recent clicks
     if config.covisit > 0 and snapshot.covisit.height:
-        recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(pl.col("item_index") >= 0)
+        recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(
+            pl.col("item_index") >= 0
+        )
         co = (
             recent.join(snapshot.covisit, on="item_index")
-            .group_by("row", "neighbor_index").agg(pl.col("weight").sum().alias("cand_covisit_weight"))
+            .group_by("row", "neighbor_index")
+            .agg(pl.col("weight").sum().alias("cand_covisit_weight"))
             .rename({"neighbor_index": "item_index"})
         )
         co = co.filter(pl.Series(allowed(co["row"].to_numpy(), co["item_index"].to_numpy())))
-        co = co.sort(["row", "cand_covisit_weight", "item_index"], descending=[False, True, False]).group_by("row", maintain_order=True).head(config.covisit)
+        co = (
+            co.sort(["row", "cand_covisit_weight", "item_index"], descending=[False, True, False])
+            .group_by("row", maintain_order=True)
+            .head(config.covisit)
+        )
         sources.append(("cand_covisit_weight", co["row"].to_numpy(), co["item_index"].to_numpy(), co["cand_covisit_weight"].to_numpy()))
     # 3. recent popularity (what a user with no history mostly gets), 4. new arrivals: a catalog's
     # freshest items, which no behaviour has surfaced yet

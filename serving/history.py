@@ -35,10 +35,14 @@ class ClickLog:
         self.times = np.asarray(times, dtype=np.int64)[order]
 
     @classmethod
-    def from_events(cls, events: pl.DataFrame) -> "ClickLog":
+    def from_events(cls, events: pl.DataFrame) -> ClickLog:
         """From canonical events that already carry `user_index` and `item_index` columns."""
         clicks = engagement_events(events)
-        return cls(clicks["user_index"].to_numpy(), clicks["item_index"].to_numpy(), clicks.select(pl.col(S.TIMESTAMP).dt.epoch("s")).to_series().to_numpy())
+        return cls(
+            clicks["user_index"].to_numpy(),
+            clicks["item_index"].to_numpy(),
+            clicks.select(pl.col(S.TIMESTAMP).dt.epoch("s")).to_series().to_numpy(),
+        )
 
     def __len__(self) -> int:
         return len(self.users)

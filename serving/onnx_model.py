@@ -62,7 +62,17 @@ class OnnxInterestModel:
     """The `InterestModel` interface (`encode_items`, `user_vectors`, `score`) over ONNX Runtime sessions
     of an export folder. `max_length` defaults to the export's serving config."""
 
-    def __init__(self, folder: str | Path, *, providers: list[str] | None = None, precision: str = "fp32", threads: int = 0, max_length: int | None = None, batch_size: int = 64, io_binding: bool | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        providers: list[str] | None = None,
+        precision: str = "fp32",
+        threads: int = 0,
+        max_length: int | None = None,
+        batch_size: int = 64,
+        io_binding: bool | None = None,
+    ):
         folder = Path(folder)
         providers = providers or [CPU]
         options = session_options(threads)
@@ -97,7 +107,9 @@ class OnnxInterestModel:
         import onnxruntime as ort
 
         try:
-            return ort.InferenceSession(str(self._folder / graph_file(name)), options, providers=self._asked, disabled_optimizers=self._disabled)
+            return ort.InferenceSession(
+                str(self._folder / graph_file(name)), options, providers=self._asked, disabled_optimizers=self._disabled
+            )
         except Exception as exc:
             raise ArtifactError(f"{self._folder}: ONNX graph {graph_file(name)} cannot be loaded ({str(exc).splitlines()[0]})") from None
 
@@ -141,11 +153,17 @@ class OnnxInterestModel:
         return self.encode_tokens(self.tokenizer.encode(texts), progress)
 
     def user_vectors(self, history: np.ndarray, history_mask: np.ndarray) -> np.ndarray:
-        (users,) = self._run(self.sessions[USER_ENCODER], {"history": history.astype(np.float32, copy=False), "history_mask": history_mask.astype(np.float32, copy=False)})
+        (users,) = self._run(
+            self.sessions[USER_ENCODER],
+            {"history": history.astype(np.float32, copy=False), "history_mask": history_mask.astype(np.float32, copy=False)},
+        )
         return users
 
     def score(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p_click, p_purchase, similarity = self._run(self.sessions[SCORER], {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)})
+        p_click, p_purchase, similarity = self._run(
+            self.sessions[SCORER],
+            {"user_vector": users.astype(np.float32, copy=False), "item_vectors": items.astype(np.float32, copy=False)},
+        )
         return p_click, p_purchase, similarity
 
     def close_item_encoder(self) -> None:

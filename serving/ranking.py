@@ -34,7 +34,9 @@ def with_features(candidates: pl.DataFrame, snapshot: Snapshot) -> pl.DataFrame:
     """Candidates plus every behavioral feature as of the snapshot's cutoff (row order kept)."""
     if candidates.height == 0:
         return candidates
-    out = features.pair_features(candidates.lazy().with_row_index("_row"), snapshot.events, snapshot.items, cutoff=snapshot.cutoff).collect()
+    out = features.pair_features(
+        candidates.lazy().with_row_index("_row"), snapshot.events, snapshot.items, cutoff=snapshot.cutoff
+    ).collect()
     return out.sort("_row").drop("_row")
 
 
@@ -53,7 +55,7 @@ class LambdaRanker:
         self.feature_names = list(feature_names)
         self.threads = threads
 
-    def fit(self, frame: pl.DataFrame) -> "LambdaRanker":
+    def fit(self, frame: pl.DataFrame) -> LambdaRanker:
         """`frame`: one row per (user, candidate) with the features and a `relevance` column."""
         import lightgbm as lgb
 
@@ -61,7 +63,9 @@ class LambdaRanker:
         frame = frame.filter(pl.col(RELEVANCE).max().over(S.USER_ID) > 0).sort([S.USER_ID, "item_index"])
         users = frame[S.USER_ID].unique().sort().to_numpy()
         if len(users) < 2:
-            raise RecsysError("the ranker window has fewer than two users with a click among their candidates: nothing to rank (widen windows.ranker_days)")
+            raise RecsysError(
+                "the ranker window has fewer than two users with a click among their candidates: nothing to rank (widen windows.ranker_days)"
+            )
         # the number of trees is chosen by cross-validation over users, then one model is trained on all
         # of them: a single held-out split of a few dozen users picked anywhere from 5 to 30 trees
         rng = np.random.default_rng(self.config.seed)
@@ -72,7 +76,14 @@ class LambdaRanker:
         def dataset(mask: np.ndarray, reference=None):
             part = frame.filter(pl.Series(mask))
             groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
-            return lgb.Dataset(feature_matrix(part, self.feature_names), label=part[RELEVANCE].to_numpy(), group=groups, feature_name=self.feature_names, reference=reference, free_raw_data=False)
+            return lgb.Dataset(
+                feature_matrix(part, self.feature_names),
+                label=part[RELEVANCE].to_numpy(),
+                group=groups,
+                feature_name=self.feature_names,
+                reference=reference,
+                free_raw_data=False,
+            )
 
         params = {
             "objective": "lambdarank",
@@ -96,7 +107,14 @@ class LambdaRanker:
         for k in range(folds):
             train = dataset(fold != k)
             record: dict = {}
-            lgb.train(params, train, num_boost_round=self.config.n_estimators, valid_sets=[dataset(fold == k, reference=train)], valid_names=["valid"], callbacks=[lgb.record_evaluation(record)])
+            lgb.train(
+                params,
+                train,
+                num_boost_round=self.config.n_estimators,
+                valid_sets=[dataset(fold == k, reference=train)],
+                valid_names=["valid"],
+                callbacks=[lgb.record_evaluation(record)],
+            )
             curves.append(record["valid"]["ndcg@10"])
         curve = np.mean(np.asarray(curves), axis=0)
         best = int(np.argmax(curve)) + 1
@@ -109,7 +127,9 @@ class LambdaRanker:
             "valid_ndcg@10": float(curve[best - 1]),
             "valid_ndcg@10_curve": [float(x) for x in curve],
             "valid_ndcg@10_fold_std": float(np.std([c[best - 1] for c in curves])),
-            "feature_importance_gain": dict(sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]),
+            "feature_importance_gain": dict(
+                sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
+            ),
         }
         return self
 
@@ -129,7 +149,7 @@ class LambdaRanker:
         self._fitted().save_model(str(path))
 
     @classmethod
-    def load(cls, path: str | Path, feature_names: list[str] | tuple[str, ...], *, threads: int = 0) -> "LambdaRanker":
+    def load(cls, path: str | Path, feature_names: list[str] | tuple[str, ...], *, threads: int = 0) -> LambdaRanker:
         """A fitted ranker from LightGBM's text file and the feature names it was trained on."""
         import lightgbm as lgb
 

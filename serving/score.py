@@ -25,7 +25,20 @@ from serving.text import item_texts
 CHUNK_USERS = 2_000  # ~400k candidate rows × ~55 features per chunk: a few hundred MB
 
 
-def rank_chunks(model: InterestModel, ranker: LambdaRanker, snapshot: Snapshot, tables: features.FeatureTables, user_ids: pl.Series, *, k: int, candidates: CandidateConfig, history_length: int, chunk_users: int = CHUNK_USERS, share_cold: bool = True, skip: frozenset[int] = frozenset()) -> Iterator[tuple[int, pl.DataFrame]]:
+def rank_chunks(
+    model: InterestModel,
+    ranker: LambdaRanker,
+    snapshot: Snapshot,
+    tables: features.FeatureTables,
+    user_ids: pl.Series,
+    *,
+    k: int,
+    candidates: CandidateConfig,
+    history_length: int,
+    chunk_users: int = CHUNK_USERS,
+    share_cold: bool = True,
+    skip: frozenset[int] = frozenset(),
+) -> Iterator[tuple[int, pl.DataFrame]]:
     """(chunk number, top-k recommendations of that chunk's users), lazily, one chunk at a time;
     chunks numbered in `skip` (finished by an earlier, interrupted run) are not ranked.
 
@@ -53,7 +66,16 @@ def rank_chunks(model: InterestModel, ranker: LambdaRanker, snapshot: Snapshot, 
         yield number, pl.concat(parts).sort(S.USER_ID, S.RANK)
 
 
-def _rank_users(model: InterestModel, ranker: LambdaRanker, snapshot: Snapshot, tables: features.FeatureTables, users: pl.Series, k: int, candidates: CandidateConfig, history_length: int) -> pl.DataFrame:
+def _rank_users(
+    model: InterestModel,
+    ranker: LambdaRanker,
+    snapshot: Snapshot,
+    tables: features.FeatureTables,
+    users: pl.Series,
+    k: int,
+    candidates: CandidateConfig,
+    history_length: int,
+) -> pl.DataFrame:
     cand = generate_candidates(model, snapshot, users, candidates, history_length) if users.len() else pl.DataFrame()
     if cand.height == 0:
         return empty_recommendations(users.dtype, snapshot.catalog.ids.dtype)
@@ -64,16 +86,50 @@ def _rank_users(model: InterestModel, ranker: LambdaRanker, snapshot: Snapshot, 
 
 
 def empty_recommendations(user_dtype, item_dtype) -> pl.DataFrame:
-    return pl.DataFrame(schema={S.USER_ID: user_dtype, S.RANK: pl.Int32, S.ITEM_ID: item_dtype, S.SCORE: pl.Float64, S.P_CLICK: pl.Float64, S.P_PURCHASE: pl.Float64})
+    return pl.DataFrame(
+        schema={
+            S.USER_ID: user_dtype,
+            S.RANK: pl.Int32,
+            S.ITEM_ID: item_dtype,
+            S.SCORE: pl.Float64,
+            S.P_CLICK: pl.Float64,
+            S.P_PURCHASE: pl.Float64,
+        }
+    )
 
 
-def prepare(catalog, item_vectors, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, candidates: CandidateConfig, snapshot: Snapshot | None = None) -> tuple[Snapshot, features.FeatureTables]:
+def prepare(
+    catalog,
+    item_vectors,
+    events: pl.LazyFrame,
+    items: pl.LazyFrame,
+    *,
+    cutoff: dt.datetime,
+    candidates: CandidateConfig,
+    snapshot: Snapshot | None = None,
+) -> tuple[Snapshot, features.FeatureTables]:
     """What every chunk of users shares, computed once per run: the snapshot and the feature tables."""
     snapshot = snapshot or build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=candidates)
     return snapshot, features.feature_tables(events, items, cutoff=cutoff).collect()
 
 
-def recommend(model: InterestModel, ranker: LambdaRanker, items: pl.LazyFrame, events: pl.LazyFrame, *, cutoff: dt.datetime, user_ids: pl.Series, k: int, candidates: CandidateConfig, history_length: int, item_vectors=None, snapshot: Snapshot | None = None, progress=None, timings: dict | None = None, chunk_users: int = CHUNK_USERS) -> pl.DataFrame:
+def recommend(
+    model: InterestModel,
+    ranker: LambdaRanker,
+    items: pl.LazyFrame,
+    events: pl.LazyFrame,
+    *,
+    cutoff: dt.datetime,
+    user_ids: pl.Series,
+    k: int,
+    candidates: CandidateConfig,
+    history_length: int,
+    item_vectors=None,
+    snapshot: Snapshot | None = None,
+    progress=None,
+    timings: dict | None = None,
+    chunk_users: int = CHUNK_USERS,
+) -> pl.DataFrame:
     """Top-k recommendations as of `cutoff`, in memory (evaluation); `score` streams to disk instead.
 
     A caller that already holds the snapshot at `cutoff` passes it, and nothing is encoded or rebuilt.
@@ -88,6 +144,11 @@ def recommend(model: InterestModel, ranker: LambdaRanker, items: pl.LazyFrame, e
     snapshot, tables = prepare(catalog, item_vectors, events, items, cutoff=cutoff, candidates=candidates, snapshot=snapshot)
     timings["snapshot_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    parts = [frame for _, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=history_length, chunk_users=chunk_users)]
+    parts = [
+        frame
+        for _, frame in rank_chunks(
+            model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=history_length, chunk_users=chunk_users
+        )
+    ]
     timings["rank_s"] = round(time.perf_counter() - started, 3)
     return pl.concat(parts) if parts else empty_recommendations(user_ids.dtype, catalog.ids.dtype)

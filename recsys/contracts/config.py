@@ -101,7 +101,7 @@ class Config:
         data["tasks"] = [dataclasses.asdict(t) for t in self.tasks]
         return _drop_none(data)
 
-    def replace(self, **sections: Any) -> "Config":
+    def replace(self, **sections: Any) -> Config:
         """A copy with some fields of some sections changed: `cfg.replace(train={"epochs": 1})`."""
         data = self.to_dict()
         for name, values in sections.items():
@@ -145,7 +145,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    sections = {"model": ModelConfig, "train": TrainConfig, "ranker": RankerConfig, "candidates": CandidateConfig, "windows": WindowConfig, "retrain": RetrainConfig}
+    sections = {
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "ranker": RankerConfig,
+        "candidates": CandidateConfig,
+        "windows": WindowConfig,
+        "retrain": RetrainConfig,
+    }
     for key in data:
         if key not in sections and key != "tasks":
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join([*sections, 'tasks'])})")
@@ -166,11 +173,18 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def _check(cfg: Config) -> None:
     if cfg.train.task_weighting not in ("fixed", "uncertainty"):
         raise ConfigError(f"train.task_weighting: expected 'fixed' or 'uncertainty', found {cfg.train.task_weighting!r}")
-    for name, value in (("model.max_length", cfg.model.max_length), ("model.dim", cfg.model.dim), ("model.history_length", cfg.model.history_length), ("train.epochs", cfg.train.epochs + 1)):
+    for name, value in (
+        ("model.max_length", cfg.model.max_length),
+        ("model.dim", cfg.model.dim),
+        ("model.history_length", cfg.model.history_length),
+        ("train.epochs", cfg.train.epochs + 1),
+    ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive, found {value}")
     if cfg.retrain.test_days <= 0 or cfg.retrain.tolerance < 0:
-        raise ConfigError(f"retrain: test_days must be positive and tolerance not negative, found {cfg.retrain.test_days} and {cfg.retrain.tolerance}")
+        raise ConfigError(
+            f"retrain: test_days must be positive and tolerance not negative, found {cfg.retrain.test_days} and {cfg.retrain.tolerance}"
+        )
     if cfg.retrain.precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"retrain.precision: expected 'fp32', 'fp16' or 'int8', found {cfg.retrain.precision!r}")
     if cfg.model.dim % cfg.model.heads:

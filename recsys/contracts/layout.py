@@ -21,9 +21,18 @@ METRICS_FILE = "metrics.json"
 EXPORT_KIND = "recsys-export"
 ITEM_ENCODER, USER_ENCODER, SCORER = "item_encoder", "user_encoder", "scorer"
 GRAPHS = {
-    ITEM_ENCODER: {"inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]}, "outputs": {"item_vector": ["batch", "dim"]}},
-    USER_ENCODER: {"inputs": {"history": ["batch", "history", "dim"], "history_mask": ["batch", "history"]}, "outputs": {"user_vector": ["batch", "dim"]}},
-    SCORER: {"inputs": {"user_vector": ["batch", "dim"], "item_vectors": ["batch", "candidates", "dim"]}, "outputs": {"p_click": ["batch", "candidates"], "p_purchase": ["batch", "candidates"], "similarity": ["batch", "candidates"]}},
+    ITEM_ENCODER: {
+        "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},
+        "outputs": {"item_vector": ["batch", "dim"]},
+    },
+    USER_ENCODER: {
+        "inputs": {"history": ["batch", "history", "dim"], "history_mask": ["batch", "history"]},
+        "outputs": {"user_vector": ["batch", "dim"]},
+    },
+    SCORER: {
+        "inputs": {"user_vector": ["batch", "dim"], "item_vectors": ["batch", "candidates", "dim"]},
+        "outputs": {"p_click": ["batch", "candidates"], "p_purchase": ["batch", "candidates"], "similarity": ["batch", "candidates"]},
+    },
 }
 TOKENIZER_FILE = "tokenizer.json"
 SERVING_CONFIG_FILE = "serving_config.json"
@@ -31,7 +40,6 @@ SERVING_CONFIG_FILE = "serving_config.json"
 # --- a registry version folder -------------------------------------------------------------------------
 VERSION_KIND = "recsys-model-version"
 MODEL_SUBDIR, EXPORT_SUBDIR = "model", "export"
-
 
 
 def graph_file(name: str) -> str:

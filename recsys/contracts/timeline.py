@@ -42,5 +42,5 @@ def parse_moment(value: str | int | float | dt.date | dt.datetime, *, what: str,
             forms = "an ISO date/time (2026-01-25 or 2026-01-25T12:00)" + (" or epoch seconds" if epoch else "")
             raise ValueError(f"{what}: expected {forms}, found {value!r}") from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return moment

@@ -49,7 +49,18 @@ def load_inputs(items_path: str | Path, events_path: str | Path, log=noop) -> Da
     return data
 
 
-def ranker_frame(model, catalog: Catalog, events: pl.LazyFrame, items: pl.LazyFrame, *, cutoff: dt.datetime, end: dt.datetime, config: Config, item_vectors: np.ndarray, progress=None) -> pl.DataFrame:
+def ranker_frame(
+    model,
+    catalog: Catalog,
+    events: pl.LazyFrame,
+    items: pl.LazyFrame,
+    *,
+    cutoff: dt.datetime,
+    end: dt.datetime,
+    config: Config,
+    item_vectors: np.ndarray,
+    progress=None,
+) -> pl.DataFrame:
     """Candidates as of `cutoff` for the users active in [cutoff, end), with features and relevance labels."""
     labels = relevance_labels(events.collect(), start=cutoff, end=end)
     users = labels.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
@@ -89,7 +100,9 @@ def train_model_dir(
     end = just_after(last)
     t1 = end - dt.timedelta(days=config.windows.ranker_days)
     if t1 <= first:
-        raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days; at least windows.ranker_days = {config.windows.ranker_days} plus a text-model window are needed")
+        raise RecsysError(
+            f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days; at least windows.ranker_days = {config.windows.ranker_days} plus a text-model window are needed"
+        )
     catalog = make_catalog(data.items)
     text_events = events.filter(pl.col(S.TIMESTAMP) < t1).collect()
     timings = {}
@@ -103,7 +116,9 @@ def train_model_dir(
         encoder_folder = resolve_encoder(config.model)
         log(f"encoder: {encoder_folder}")
     tic = time.perf_counter()
-    model, tokenizer, text_report = train_text_model(text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log)
+    model, tokenizer, text_report = train_text_model(
+        text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log
+    )
     timings["text_model_s"] = round(time.perf_counter() - tic, 2)
 
     tic = time.perf_counter()
@@ -115,7 +130,9 @@ def train_model_dir(
     ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
     candidate_recall = _candidate_recall(frame, events.collect(), t1, end)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
-    log(f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks")
+    log(
+        f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks"
+    )
 
     rng = np.random.default_rng(config.train.seed)
     texts = item_texts(catalog.items)
@@ -125,23 +142,34 @@ def train_model_dir(
         ranker.save(tmp / layout.RANKER_FILE)
         write_json(tmp / layout.RANKER_FEATURES_FILE, list(RANKER_FEATURES))
         write_json(tmp / layout.PARITY_TEXTS_FILE, parity_texts)
-        metrics = {"text_model": text_report, "ranker": ranker.metrics_, "candidate_recall": candidate_recall, "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)}}
+        metrics = {
+            "text_model": text_report,
+            "ranker": ranker.metrics_,
+            "candidate_recall": candidate_recall,
+            "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)},
+        }
         write_json(tmp / layout.METRICS_FILE, metrics)
         files += [layout.RANKER_FILE, layout.RANKER_FEATURES_FILE, layout.PARITY_TEXTS_FILE, layout.METRICS_FILE]
         hashes = file_entries(tmp, files)
-        version = hashlib.sha256((hashes[layout.TEXT_MODEL_FILE]["sha256"] + hashes[layout.RANKER_FILE]["sha256"]).encode()).hexdigest()[:16]
+        version = hashlib.sha256((hashes[layout.TEXT_MODEL_FILE]["sha256"] + hashes[layout.RANKER_FILE]["sha256"]).encode()).hexdigest()[
+            :16
+        ]
         manifest = {
             "kind": layout.MODEL_KIND,
             "format_version": 1,
             "model_version": version,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": __version__,
             "warm_start": str(warm_start) if warm_start else None,
             "data_window": {"first_event": first.isoformat(), "text_model_until": t1.isoformat(), "ranker_until": end.isoformat()},
             "inputs": {"items": describe_input(items_path), "events": describe_input(events_path)},
             "dropped_rows": data.report.dropped,
             "repaired_rows": data.report.repaired,
-            "metrics": {"ranker_valid_ndcg@10": ranker.metrics_["valid_ndcg@10"], "candidate_recall": candidate_recall, "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1]},
+            "metrics": {
+                "ranker_valid_ndcg@10": ranker.metrics_["valid_ndcg@10"],
+                "candidate_recall": candidate_recall,
+                "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1],
+            },
             "files": hashes,
         }
         write_json(tmp / MANIFEST, manifest)
@@ -157,4 +185,3 @@ def _candidate_recall(frame: pl.DataFrame, events: pl.DataFrame, start, end) -> 
         return float("nan")
     found = truth.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
     return found / truth.height
-

@@ -20,5 +20,7 @@ def demo(workdir: str | Path = "demo-work", *, config: Config | str | Path | Non
     generate_shop(data, seed=0)
     report = evaluate(data / "items.parquet", data / "events", workdir / "report", config, test_days=3, progress=progress, log=log)
     export_dir = workdir / "report" / "artifacts" / "export"
-    manifest = score(export_dir, data / "items.parquet", data / "events", workdir / "recommendations.parquet", k=20, progress=progress, log=log)
+    manifest = score(
+        export_dir, data / "items.parquet", data / "events", workdir / "recommendations.parquet", k=20, progress=progress, log=log
+    )
     return report, manifest

@@ -72,29 +72,58 @@ def evaluate(
     log(f"train on events before {cutoff:%Y-%m-%d %H:%M}, test on [{cutoff:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
     kept: dict = {}
     with timed(timings, "train_s"):
-        train_manifest = train_model_dir(items_path, events_path, artifacts / "model", config, data=data, until=cutoff, progress=progress, log=log, keep=kept)
+        train_manifest = train_model_dir(
+            items_path, events_path, artifacts / "model", config, data=data, until=cutoff, progress=progress, log=log, keep=kept
+        )
     with timed(timings, "export_s"):
         export_manifest = export_model(artifacts / "model", artifacts / "export", precision=precision, log=log)
     with timed(timings, "score_s"):
         evaluation = evaluate_export(artifacts / "export", data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
     with atomic_path(artifacts / "test_recommendations.parquet") as tmp:
         evaluation["recommendations"].write_parquet(tmp)
-    systems, diagnostics, comparison_timings = compare_systems(evaluation, kept.get("ranker_frame"), data, config, cutoff=cutoff, end=end, truth_dir=truth_dir, log=log)
+    systems, diagnostics, comparison_timings = compare_systems(
+        evaluation, kept.get("ranker_frame"), data, config, cutoff=cutoff, end=end, truth_dir=truth_dir, log=log
+    )
     timings.update(comparison_timings)
     with timed(timings, "slices_s"):
         slices = define_slices(data.events, data.items, cutoff=cutoff, users=evaluation["users"])
-        results, by_slice = system_metrics(systems, evaluation, slices, config=config, cutoff=cutoff, end=end, oracle_aucs=diagnostics.pop("oracle_aucs", None))
+        results, by_slice = system_metrics(
+            systems, evaluation, slices, config=config, cutoff=cutoff, end=end, oracle_aucs=diagnostics.pop("oracle_aucs", None)
+        )
 
     ablation_rows = cross = None
     if ablations:
         with timed(timings, "ablations_s"):
-            ablation_rows = run_ablations(data, config, results[FULL], cutoff=cutoff, end=end, folder=artifacts / "ablations", precision=precision, device=device, progress=progress, log=log)
+            ablation_rows = run_ablations(
+                data,
+                config,
+                results[FULL],
+                cutoff=cutoff,
+                end=end,
+                folder=artifacts / "ablations",
+                precision=precision,
+                device=device,
+                progress=progress,
+                log=log,
+            )
         domain = pick_holdout_domain(data.items, evaluation["relevant"], holdout_domain)
         if domain is None:
             log("cross-domain skipped: the items have a single domain")
         else:
             with timed(timings, "cross_domain_s"):
-                cross = cross_domain(data, config, domain, cutoff=cutoff, end=end, folder=artifacts / "cross-domain", precision=precision, device=device, truth_dir=truth_dir, progress=progress, log=log)
+                cross = cross_domain(
+                    data,
+                    config,
+                    domain,
+                    cutoff=cutoff,
+                    end=end,
+                    folder=artifacts / "cross-domain",
+                    precision=precision,
+                    device=device,
+                    truth_dir=truth_dir,
+                    progress=progress,
+                    log=log,
+                )
 
     model_metrics = read_json(artifacts / "model" / layout.METRICS_FILE)
     timings.update({f"train.{k}": v for k, v in model_metrics.get("timings_s", {}).items()})
@@ -123,7 +152,11 @@ def evaluate(
         "ablations": ablation_rows,
         "cross_domain": cross,
         "targets": targets(results, by_slice, ablation_rows),
-        "training": {"text_model": model_metrics.get("text_model", {}).get("curves"), "ranker": {k: v for k, v in model_metrics.get("ranker", {}).items() if k != "feature_importance_gain"}, "ranker_feature_importance": model_metrics.get("ranker", {}).get("feature_importance_gain")},
+        "training": {
+            "text_model": model_metrics.get("text_model", {}).get("curves"),
+            "ranker": {k: v for k, v in model_metrics.get("ranker", {}).items() if k != "feature_importance_gain"},
+            "ranker_feature_importance": model_metrics.get("ranker", {}).get("feature_importance_gain"),
+        },
         "parity": export_manifest["parity"],
         "timings_s": timings,
     }
@@ -131,7 +164,9 @@ def evaluate(
     return report
 
 
-def run_ablations(data: Dataset, config: Config, base_metrics: dict, *, cutoff, end, folder: Path, precision: str, device: str, progress=None, log=noop) -> dict:
+def run_ablations(
+    data: Dataset, config: Config, base_metrics: dict, *, cutoff, end, folder: Path, precision: str, device: str, progress=None, log=noop
+) -> dict:
     """Train, export and evaluate each variant of `ablation_variants` with the same protocol."""
     rows = {"as configured": {"changes": describe_config(config), **{k: base_metrics.get(k) for k in ABLATION_KEYS}}}
     for name, changes, variant in ablation_variants(config):
@@ -139,16 +174,33 @@ def run_ablations(data: Dataset, config: Config, base_metrics: dict, *, cutoff, 
         slug = name.replace(" ", "-").replace("+", "plus")
         timings: dict = {}
         with timed(timings, "train_s"):
-            train_model_dir(data.items_path, data.events_path, folder / slug / "model", variant, data=data, until=cutoff, progress=progress, log=log)
+            train_model_dir(
+                data.items_path, data.events_path, folder / slug / "model", variant, data=data, until=cutoff, progress=progress, log=log
+            )
         with timed(timings, "export_s"):
             export_model(folder / slug / "model", folder / slug / "export", precision=precision, log=log)
         with timed(timings, "score_s"):
-            result = evaluate_export(folder / slug / "export", data, cutoff=cutoff, end=end, config=variant, device=device, progress=progress)
+            result = evaluate_export(
+                folder / slug / "export", data, cutoff=cutoff, end=end, config=variant, device=device, progress=progress
+            )
         rows[name] = {"changes": changes, **{k: result["metrics"].get(k) for k in ABLATION_KEYS}, "timings_s": timings}
     return rows
 
 
-def cross_domain(data: Dataset, config: Config, domain: str, *, cutoff, end, folder: Path, precision: str, device: str, truth_dir: Path | None, progress=None, log=noop) -> dict | None:
+def cross_domain(
+    data: Dataset,
+    config: Config,
+    domain: str,
+    *,
+    cutoff,
+    end,
+    folder: Path,
+    precision: str,
+    device: str,
+    truth_dir: Path | None,
+    progress=None,
+    log=noop,
+) -> dict | None:
     """Zero-shot transfer: train without any event of `domain`, then `evaluate_zero_shot` on its test users."""
     timings: dict = {}
     _, relevant, kept = domain_queries(data, domain, cutoff=cutoff, end=end)
@@ -157,9 +209,20 @@ def cross_domain(data: Dataset, config: Config, domain: str, *, cutoff, end, fol
         return None
     log(f"cross-domain: training without any event of domain {domain!r}")
     with timed(timings, "train_s"):
-        train_model_dir(data.items_path, data.events_path, folder / "model", config, data=dataclasses.replace(data, events=kept), until=cutoff, progress=progress, log=log)
+        train_model_dir(
+            data.items_path,
+            data.events_path,
+            folder / "model",
+            config,
+            data=dataclasses.replace(data, events=kept),
+            until=cutoff,
+            progress=progress,
+            log=log,
+        )
     with timed(timings, "export_s"):
         export_model(folder / "model", folder / "export", precision=precision, log=log)
     with timed(timings, "score_s"):
-        result = evaluate_zero_shot(folder / "export", data, domain, cutoff=cutoff, end=end, config=config, device=device, truth_dir=truth_dir, progress=progress)
+        result = evaluate_zero_shot(
+            folder / "export", data, domain, cutoff=cutoff, end=end, config=config, device=device, truth_dir=truth_dir, progress=progress
+        )
     return {**result, "timings_s": timings}

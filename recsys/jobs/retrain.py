@@ -48,7 +48,17 @@ def retrain(
         config = load_config(config_path or _champion_config(model_dir, registry))
         overrides = {k: v for k, v in (("tolerance", tolerance), ("test_days", test_days)) if v is not None}
         config = config.replace(retrain=overrides) if overrides else config
-    return gated_retrain(items_path, events_path, model_dir=model_dir, out_dir=out_dir, registry=registry, config=config, device=device, progress=progress, log=log)
+    return gated_retrain(
+        items_path,
+        events_path,
+        model_dir=model_dir,
+        out_dir=out_dir,
+        registry=registry,
+        config=config,
+        device=device,
+        progress=progress,
+        log=log,
+    )
 
 
 def _champion_config(model_dir: str | Path | None, registry: str | Path | None) -> Path:
@@ -118,7 +128,9 @@ def gated_retrain(
     end = just_after(last)
     cutoff = end - dt.timedelta(days=settings.test_days)
     if cutoff <= first:
-        raise RecsysError(f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days, fewer than retrain.test_days = {settings.test_days} plus a training period")
+        raise RecsysError(
+            f"{events_path}: the events span {(last - first).total_seconds() / 86400:.1f} days, fewer than retrain.test_days = {settings.test_days} plus a training period"
+        )
     # The held-out days must be new to the champion too. When its training data reaches a little into them
     # (logs rarely end at the same minute each night), they start where its data ends instead, as long as
     # at least half of them remain; otherwise the comparison favours the champion, and says so.
@@ -128,14 +140,18 @@ def gated_retrain(
         cutoff = seen_until
     champion_saw_window = seen_until is not None and seen_until > cutoff
     if champion_saw_window:
-        log(f"warning: the champion was trained on events until {champion_until}, inside the held-out days from {cutoff:%Y-%m-%d %H:%M}; the comparison favours it (set retrain.test_days to the time between retrains)")
+        log(
+            f"warning: the champion was trained on events until {champion_until}, inside the held-out days from {cutoff:%Y-%m-%d %H:%M}; the comparison favours it (set retrain.test_days to the time between retrains)"
+        )
 
     if registry is not None and reg is None:
         reg = Registry.create(registry)
     staging_context = reg.stage() if reg is not None else staging_dir(Path(out_dir).parent, prefix=f".{Path(out_dir).name}.retrain-")
     with staging_context as staging, tempfile.TemporaryDirectory(prefix="recsys-champion-") as scratch:
         log(f"challenger: training on events before {cutoff:%Y-%m-%d %H:%M}, warm start from {warm_start}")
-        train_model_dir(items_path, events_path, staging / MODEL, config, warm_start=warm_start, data=data, until=cutoff, progress=progress, log=log)
+        train_model_dir(
+            items_path, events_path, staging / MODEL, config, warm_start=warm_start, data=data, until=cutoff, progress=progress, log=log
+        )
         export_model(staging / MODEL, staging / EXPORT, precision=settings.precision, log=log)
         if champion_version is not None:
             champion_export = reg.export_dir(champion_version)
@@ -144,9 +160,15 @@ def gated_retrain(
             export_model(champion_model, champion_export, precision=settings.precision, log=log)
 
         log(f"gate: scoring champion and challenger on [{cutoff:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
-        champion_metrics = evaluate_export(champion_export, data, cutoff=cutoff, end=end, config=champion_config, device=device, progress=progress)
-        challenger_metrics = evaluate_export(staging / EXPORT, data, cutoff=cutoff, end=end, config=config, device=device, progress=progress)
-        promote, why = gate_decision(challenger_metrics["metrics"][GATE_METRIC], champion_metrics["metrics"][GATE_METRIC], settings.tolerance)
+        champion_metrics = evaluate_export(
+            champion_export, data, cutoff=cutoff, end=end, config=champion_config, device=device, progress=progress
+        )
+        challenger_metrics = evaluate_export(
+            staging / EXPORT, data, cutoff=cutoff, end=end, config=config, device=device, progress=progress
+        )
+        promote, why = gate_decision(
+            challenger_metrics["metrics"][GATE_METRIC], champion_metrics["metrics"][GATE_METRIC], settings.tolerance
+        )
         gate = {
             "decision": "promoted" if promote else "rejected",
             "reason": why,
@@ -162,7 +184,7 @@ def gated_retrain(
             "test_days": round((end - cutoff).total_seconds() / 86400, 4),
             "queries": int(challenger_metrics["users"].len()),
             "metrics": {"challenger": _plain(challenger_metrics["metrics"]), "champion": _plain(champion_metrics["metrics"])},
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         _record_gate(staging / MODEL, gate)
         log(f"gate: {gate['decision']}: {why}")
@@ -183,7 +205,9 @@ def gated_retrain(
     if not promote:
         kept = f"champion {champion_version}" if champion_version else f"champion {champion_model}"
         where = f"; registered as {version} (rejected)" if version else ""
-        raise ChallengerRejected(f"challenger rejected: {why} on {gate['queries']} users of the last {gate['test_days']:g} day(s); {kept} kept{where}", gate)
+        raise ChallengerRejected(
+            f"challenger rejected: {why} on {gate['queries']} users of the last {gate['test_days']:g} day(s); {kept} kept{where}", gate
+        )
     return gate
 
 
@@ -201,4 +225,3 @@ def _number(value: float) -> float | None:
 
 def _plain(metrics: dict) -> dict:
     return {key: _number(value) for key, value in metrics.items() if isinstance(value, (int, float))}
-

@@ -96,7 +96,11 @@ def score(
         log(f"warning: {warning}")
     last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
     cutoff = just_after(last)  # score as of just after the last event
-    inputs = {"items": describe_input(items_path), "events": describe_input(events_path), **({"users": describe_input(users_path)} if users_path else {})}
+    inputs = {
+        "items": describe_input(items_path),
+        "events": describe_input(events_path),
+        **({"users": describe_input(users_path)} if users_path else {}),
+    }
     candidates = CandidateConfig(**config["candidates"])
     catalog = make_catalog(data.items)
 
@@ -128,7 +132,15 @@ def score(
     timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
 
     # finished chunks of an interrupted run with the same inputs and options are reused
-    plan = _fingerprint(manifest["files"], inputs, k, chunk_users, cutoff.isoformat(), user_ids.len(), hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest())
+    plan = _fingerprint(
+        manifest["files"],
+        inputs,
+        k,
+        chunk_users,
+        cutoff.isoformat(),
+        user_ids.len(),
+        hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest(),
+    )
     parts_dir = out.with_name(f".{out.name}.parts")
     if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
         shutil.rmtree(parts_dir)
@@ -142,7 +154,18 @@ def score(
     tic = time.perf_counter()
     # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
     # list of users without a past) is ranked once
-    for number, frame in rank_chunks(model, ranker, snapshot, tables, user_ids, k=k, candidates=candidates, history_length=config["history_length"], chunk_users=chunk_users, skip=frozenset(done)):
+    for number, frame in rank_chunks(
+        model,
+        ranker,
+        snapshot,
+        tables,
+        user_ids,
+        k=k,
+        candidates=candidates,
+        history_length=config["history_length"],
+        chunk_users=chunk_users,
+        skip=frozenset(done),
+    ):
         with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
             frame.write_parquet(tmp)
         if progress:
@@ -172,7 +195,7 @@ def score(
         "resumed_chunks": len(done),
         "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
         "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
     }
     write_json(out.with_name(out.name.removesuffix(".parquet") + ".manifest.json"), result)

@@ -13,7 +13,16 @@ from recsys.jobs.common import as_config, load_inputs, noop, train_model_dir
 from recsys.registry import EXPORT, MODEL, Registry
 
 
-def train(items_path: str | Path, events_path: str | Path, *, out_dir: str | Path | None = None, registry: str | Path | None = None, config: Config | str | Path | None = None, progress=None, log=noop) -> dict:
+def train(
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    registry: str | Path | None = None,
+    config: Config | str | Path | None = None,
+    progress=None,
+    log=noop,
+) -> dict:
     """Train into `out_dir`, or into `registry` (and `out_dir` if given too).
 
     Returns {"manifest", "version", "champion"}; the last two are None without a registry.
@@ -27,7 +36,16 @@ def train(items_path: str | Path, events_path: str | Path, *, out_dir: str | Pat
     return {"manifest": manifest, "version": None, "champion": None}
 
 
-def train_and_register(items_path: str | Path, events_path: str | Path, config: Config, *, registry: str | Path, out_dir: str | Path | None = None, progress=None, log=noop) -> dict:
+def train_and_register(
+    items_path: str | Path,
+    events_path: str | Path,
+    config: Config,
+    *,
+    registry: str | Path,
+    out_dir: str | Path | None = None,
+    progress=None,
+    log=noop,
+) -> dict:
     """Train on the whole log, export, and add the result to `registry` as a new version.
 
     The first version of a registry becomes its champion; later ones wait for `recsys models promote` (or

@@ -24,19 +24,27 @@ def test_encoder_resolves_offline_from_an_installed_package():
 
 
 def test_pretrained_vectors_know_what_items_are_about():
+    import torch
+
     from recsys.encoder import load_encoder
     from recsys.model import mean_pool
     from serving.text import ItemTokenizer
 
-    import torch
-
     folder = resolve_encoder(ModelConfig())
     encoder = load_encoder(folder).eval()
     tokenizer = ItemTokenizer(folder / "tokenizer.json", 48)
-    texts = ["waterproof hiking boots for trail running", "lightweight trail running shoes", "organic baby cereal with banana", "toddler snacks, apple"]
+    texts = [
+        "waterproof hiking boots for trail running",
+        "lightweight trail running shoes",
+        "organic baby cereal with banana",
+        "toddler snacks, apple",
+    ]
     batch = tokenizer.pad(tokenizer.encode(texts))
     with torch.inference_mode():
-        pooled = mean_pool(encoder(input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask)).last_hidden_state, torch.from_numpy(batch.attention_mask))
+        pooled = mean_pool(
+            encoder(input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask)).last_hidden_state,
+            torch.from_numpy(batch.attention_mask),
+        )
     v = torch.nn.functional.normalize(pooled, dim=-1)
     sims = (v @ v.T).numpy()
     assert sims[0, 1] > sims[0, 2] + 0.2 and sims[2, 3] > sims[2, 1] + 0.2
@@ -59,7 +67,9 @@ def test_train_export_score_with_the_real_encoder(tmp_path):
     train_model_dir(shop / "items.parquet", shop / "events", tmp_path / "model", cfg)
     manifest = export_model(tmp_path / "model", tmp_path / "export", precision="fp32")
     assert manifest["parity"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE
-    assert manifest["fused_operators"].get("Attention", 0) + manifest["fused_operators"].get("MultiHeadAttention", 0) >= 6  # ORT fused every layer
+    assert (
+        manifest["fused_operators"].get("Attention", 0) + manifest["fused_operators"].get("MultiHeadAttention", 0) >= 6
+    )  # ORT fused every layer
     result = score(tmp_path / "export", shop / "items.parquet", shop / "events", tmp_path / "recs.parquet", k=10, device="cpu")
     recs = pl.read_parquet(tmp_path / "recs.parquet")
     assert result["users"] == pl.read_parquet(shop / "events")[S.USER_ID].n_unique()

@@ -86,8 +86,27 @@ def test_sigkill_mid_run_leaves_no_partial_output_and_resume_matches(exported_mo
     reference = tmp_path / "reference.parquet"
     score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", reference, k=8, device="cpu", chunk_users=3, cache_dir=None)
     out = tmp_path / "recs.parquet"
-    command = [sys.executable, "-m", "recsys.cli", "score", "--model", str(exported_model), "--items", str(tiny_shop / "items.parquet"),
-               "--events", str(tiny_shop / "events"), "--out", str(out), "--k", "8", "--device", "cpu", "--chunk-users", "3", "--no-cache"]
+    command = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "score",
+        "--model",
+        str(exported_model),
+        "--items",
+        str(tiny_shop / "items.parquet"),
+        "--events",
+        str(tiny_shop / "events"),
+        "--out",
+        str(out),
+        "--k",
+        "8",
+        "--device",
+        "cpu",
+        "--chunk-users",
+        "3",
+        "--no-cache",
+    ]
     parts = tmp_path / ".recs.parquet.parts"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + 300  # generous: a loaded CI machine starts the process slowly
@@ -98,7 +117,9 @@ def test_sigkill_mid_run_leaves_no_partial_output_and_resume_matches(exported_mo
     finished = len(list(parts.glob("part-*.parquet")))
     assert finished >= 3, "the run ended before it could be killed"
     assert not out.exists(), "a partial output appeared under the final name"
-    resumed = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=8, device="cpu", chunk_users=3, cache_dir=None)
+    resumed = score(
+        exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=8, device="cpu", chunk_users=3, cache_dir=None
+    )
     assert resumed["resumed_chunks"] >= 3
     assert out.read_bytes() == reference.read_bytes()
 
@@ -110,7 +131,9 @@ def test_a_changed_input_discards_stale_parts(exported_model, tiny_shop, tmp_pat
     parts.mkdir()
     (parts / "plan.json").write_text('{"plan": "from another run"}')
     pl.DataFrame({S.USER_ID: [1]}).write_parquet(parts / "part-00000.parquet")
-    result = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "recs.parquet", k=4, device="cpu", chunk_users=50)
+    result = score(
+        exported_model, tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "recs.parquet", k=4, device="cpu", chunk_users=50
+    )
     assert result["resumed_chunks"] == 0
     assert pl.read_parquet(tmp_path / "recs.parquet")[S.RANK].max() == 4
 

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from recsys.contracts import schema as S
-from recsys.data import load_dataset, load_events, load_items
 from recsys.contracts.errors import SchemaError
+from recsys.data import load_dataset, load_events, load_items
 
 
 def items_frame(**overrides):
@@ -42,7 +42,9 @@ def test_events_from_a_directory_of_daily_csv_files_with_epoch_seconds(tmp_path)
     (tmp_path / "events").mkdir()
     items_frame().write_parquet(tmp_path / "items.parquet")
     for day, rows in enumerate(([10, 1, "click", 1767261600], [11, 2, "Purchase", 1767348000])):
-        pl.DataFrame([rows], schema=[S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP], orient="row").write_csv(tmp_path / "events" / f"day{day}.csv")
+        pl.DataFrame([rows], schema=[S.USER_ID, S.ITEM_ID, S.EVENT, S.TIMESTAMP], orient="row").write_csv(
+            tmp_path / "events" / f"day{day}.csv"
+        )
     data = load_dataset(tmp_path / "items.parquet", tmp_path / "events")
     events = data.events.collect()
     assert events.height == 2
@@ -141,12 +143,15 @@ def test_exact_duplicates_are_dropped_like_a_whole_row_unique():
 
     rng = np.random.default_rng(0)
     n = 5_000
-    frame = pl.DataFrame({
-        S.USER_ID: rng.integers(0, 40, n), S.ITEM_ID: rng.integers(0, 30, n),
-        S.EVENT: rng.choice(["click", "purchase", "impression"], n),
-        S.SESSION_ID: pl.Series(rng.choice(["a", "b", None], n), dtype=pl.String),
-        S.POSITION: pl.Series(rng.integers(0, 3, n), dtype=pl.Int32),
-    })
+    frame = pl.DataFrame(
+        {
+            S.USER_ID: rng.integers(0, 40, n),
+            S.ITEM_ID: rng.integers(0, 30, n),
+            S.EVENT: rng.choice(["click", "purchase", "impression"], n),
+            S.SESSION_ID: pl.Series(rng.choice(["a", "b", None], n), dtype=pl.String),
+            S.POSITION: pl.Series(rng.integers(0, 3, n), dtype=pl.Int32),
+        }
+    )
     got, dropped = _drop_exact_duplicates(frame)
     want = frame.unique(maintain_order=True)
     assert got.equals(want) and dropped == n - want.height > 0

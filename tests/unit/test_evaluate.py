@@ -11,7 +11,6 @@ import pytest
 
 from recsys.contracts import schema as S
 from recsys.contracts.errors import RecsysError
-from recsys.jobs.evaluate import evaluate
 from recsys.evaluate import (
     COLD_ITEMS,
     FULL,
@@ -30,6 +29,7 @@ from recsys.evaluate import (
     split_test_period,
     targets,
 )
+from recsys.jobs.evaluate import evaluate
 
 T = dt.datetime(2026, 1, 10)
 
@@ -37,7 +37,12 @@ T = dt.datetime(2026, 1, 10)
 def _events(rows) -> pl.DataFrame:
     """(user, item, event, hours from T) rows → a canonical events frame."""
     return pl.DataFrame(
-        {S.USER_ID: [r[0] for r in rows], S.ITEM_ID: [r[1] for r in rows], S.EVENT: [r[2] for r in rows], S.TIMESTAMP: [T + dt.timedelta(hours=r[3]) for r in rows]},
+        {
+            S.USER_ID: [r[0] for r in rows],
+            S.ITEM_ID: [r[1] for r in rows],
+            S.EVENT: [r[2] for r in rows],
+            S.TIMESTAMP: [T + dt.timedelta(hours=r[3]) for r in rows],
+        },
         schema={S.USER_ID: pl.Int64, S.ITEM_ID: pl.Int64, S.EVENT: pl.String, S.TIMESTAMP: pl.Datetime("us")},
     )
 
@@ -52,7 +57,9 @@ def evaluated(tiny_shop, tiny_config, tmp_path_factory):
 
 def test_evaluate_writes_report_plots_and_json(evaluated):
     out, report = evaluated
-    on_disk = json.loads((out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON"))
+    on_disk = json.loads(
+        (out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON")
+    )
     assert on_disk["queries"] == report["queries"] > 0
     assert set(on_disk["systems"]) == {FULL, "text model alone", "ranker without text", "co-visitation", "popularity", ORACLE}
     for metrics in on_disk["systems"].values():
@@ -64,7 +71,16 @@ def test_evaluate_writes_report_plots_and_json(evaluated):
     # every system is judged on the same queries
     assert {m["users"] for m in on_disk["systems"].values()} == {float(report["queries"])}
     text = (out / "report.md").read_text()
-    for heading in ("## Systems", "## Targets", "## Slices", "## Calibration", "## Ablations", "## Cross-domain transfer", "## Training", "## Run time"):
+    for heading in (
+        "## Systems",
+        "## Targets",
+        "## Slices",
+        "## Calibration",
+        "## Ablations",
+        "## Cross-domain transfer",
+        "## Training",
+        "## Run time",
+    ):
         assert heading in text
     assert "| text model + ranker |" in text
     for name in ("systems", "slices", "calibration", "training", "ablations"):
@@ -90,7 +106,9 @@ def test_recommendations_of_every_system_respect_the_protocol(evaluated, tiny_sh
     cutoff = dt.datetime.fromisoformat(report["cutoff"])
     events = pl.read_parquet(tiny_shop / "events")
     items = pl.read_parquet(tiny_shop / "items.parquet")
-    seen = events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    seen = (
+        events.filter((pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
+    )
     recs = pl.read_parquet(out / "artifacts" / "test_recommendations.parquet")
     assert recs.join(seen, on=[S.USER_ID, S.ITEM_ID], how="semi").height == 0
     late = items.filter(pl.col(S.CREATED_AT) >= cutoff)[S.ITEM_ID]
@@ -109,7 +127,9 @@ def test_oracle_ranks_by_true_expected_gain(tiny_shop):
     recs = oracle_recommendations(tiny_shop / "truth", catalog, events, users, cutoff=cutoff, end=end, k=5)
     assert recs.group_by(S.USER_ID).len()["len"].to_list() == [5] * 5
     user = users[0]
-    seen = events.filter((pl.col(S.USER_ID) == user) & (pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))[S.ITEM_ID]
+    seen = events.filter((pl.col(S.USER_ID) == user) & (pl.col(S.TIMESTAMP) < cutoff) & pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))[
+        S.ITEM_ID
+    ]
     allowed = catalog.items.filter(pl.Series(catalog.available_at(cutoff)) & ~pl.col(S.ITEM_ID).is_in(seen.implode()))[S.ITEM_ID].to_numpy()
     p_click, p_buy = true_probabilities(tiny_shop / "truth", np.full(len(allowed), user), allowed, cutoff + (end - cutoff) / 2)
     best = allowed[np.argsort(-(p_click + 2 * p_buy), kind="stable")[:5]]
@@ -132,10 +152,14 @@ def test_popularity_baseline_excludes_seen_items_and_can_keep_a_domain():
 
 
 def test_covisitation_baseline_ranks_by_weight_then_fills_with_popularity():
-    frame = pl.DataFrame({
-        S.USER_ID: [1, 1, 1, 2], S.ITEM_ID: [10, 11, 12, 10], "item_index": [0, 1, 2, 0],
-        "cand_covisit_weight": [0.2, 0.9, None, None],
-    })
+    frame = pl.DataFrame(
+        {
+            S.USER_ID: [1, 1, 1, 2],
+            S.ITEM_ID: [10, 11, 12, 10],
+            "item_index": [0, 1, 2, 0],
+            "cand_covisit_weight": [0.2, 0.9, None, None],
+        }
+    )
     popular = pl.DataFrame({S.USER_ID: [1, 1, 1, 2, 2], S.ITEM_ID: [11, 13, 14, 13, 14], S.RANK: [1, 2, 3, 1, 2]})
     recs = covisitation_baseline(frame, popular, k=3).sort([S.USER_ID, S.RANK])
     assert recs.filter(pl.col(S.USER_ID) == 1)[S.ITEM_ID].to_list() == [11, 10, 13]  # 11 not repeated from popularity
@@ -148,12 +172,18 @@ def test_rank_candidates_puts_missing_scores_last():
 
 
 def test_slices_use_only_events_before_the_cutoff():
-    items = pl.DataFrame({
-        S.ITEM_ID: [1, 2, 3], S.CATEGORY: ["a", "a", "b"], S.DOMAIN: ["x", "y", "y"],
-        S.CREATED_AT: [T - dt.timedelta(days=9), T - dt.timedelta(days=9), T + dt.timedelta(days=1)],
-    }).lazy()
+    items = pl.DataFrame(
+        {
+            S.ITEM_ID: [1, 2, 3],
+            S.CATEGORY: ["a", "a", "b"],
+            S.DOMAIN: ["x", "y", "y"],
+            S.CREATED_AT: [T - dt.timedelta(days=9), T - dt.timedelta(days=9), T + dt.timedelta(days=1)],
+        }
+    ).lazy()
     # item 1: six clicks before the cutoff (not cold); item 2: five (cold); item 3: created after the cutoff (cold)
-    before = [(u, 1, "click", -h) for u, h in zip(range(10, 16), range(1, 7))] + [(u, 2, "click", -h) for u, h in zip(range(10, 15), range(1, 6))]
+    before = [(u, 1, "click", -h) for u, h in zip(range(10, 16), range(1, 7))] + [
+        (u, 2, "click", -h) for u, h in zip(range(10, 15), range(1, 6))
+    ]
     # new users: 10 (two clicks and an impression) and 20 (nothing); not new: 16 (three engagements)
     before += [(10, 3, "impression", -1), (16, 1, "click", -30), (16, 1, "click", -31), (16, 1, "purchase", -31)]
     users = pl.Series(S.USER_ID, [10, 16, 20])
@@ -170,7 +200,12 @@ def test_slices_use_only_events_before_the_cutoff():
 
 def test_slice_relevance_filters_items_or_users():
     relevant = pl.DataFrame({S.USER_ID: [1, 1, 2], S.ITEM_ID: [5, 6, 5], "relevance": [1, 2, 1]})
-    defined = define_slices(_events([(1, 5, "click", -1)]).lazy(), pl.DataFrame({S.ITEM_ID: [5, 6], S.CATEGORY: ["a", "b"], S.DOMAIN: ["x", "x"]}).lazy(), cutoff=T, users=pl.Series(S.USER_ID, [1, 2]))
+    defined = define_slices(
+        _events([(1, 5, "click", -1)]).lazy(),
+        pl.DataFrame({S.ITEM_ID: [5, 6], S.CATEGORY: ["a", "b"], S.DOMAIN: ["x", "x"]}).lazy(),
+        cutoff=T,
+        users=pl.Series(S.USER_ID, [1, 2]),
+    )
     assert slice_relevance(relevant, defined["category: b"]).rows() == [(1, 6, 2)]
     assert sorted(slice_relevance(relevant, defined[NEW_USERS])[S.USER_ID].to_list()) == [1, 1, 2]
 
@@ -186,7 +221,9 @@ def test_reliability_bins_hand_computed():
 
 def test_targets_do_not_call_zero_twice_zero():
     results = {FULL: {"ndcg@10": 0.1}, "popularity": {"ndcg@10": 0.05}, "co-visitation": {"ndcg@10": 0.0}}
-    by_slice = {COLD_ITEMS: {"queries": 3, "systems": {FULL: {"ndcg@10": 0.0}, "popularity": {"ndcg@10": 0.0}, "co-visitation": {"ndcg@10": 0.0}}}}
+    by_slice = {
+        COLD_ITEMS: {"queries": 3, "systems": {FULL: {"ndcg@10": 0.0}, "popularity": {"ndcg@10": 0.0}, "co-visitation": {"ndcg@10": 0.0}}}
+    }
     got = {t["target"]: t for t in targets(results, by_slice, None)}
     assert not got["cold-start items: NDCG@10 ≥ 2× popularity's"]["met"]
     assert got["NDCG@10 ≥ 1.2× popularity's (the MovieLens target)"]["value"] == pytest.approx(2.0)
@@ -222,7 +259,20 @@ def test_cli_evaluate_rejects_a_bad_cutoff_with_one_line(tiny_shop, tmp_path):
 
     from recsys.cli import app
 
-    result = CliRunner().invoke(app, ["evaluate", "--items", str(tiny_shop / "items.parquet"), "--events", str(tiny_shop / "events"), "--out", str(tmp_path / "report"), "--cutoff", "2031-01-01"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--items",
+            str(tiny_shop / "items.parquet"),
+            "--events",
+            str(tiny_shop / "events"),
+            "--out",
+            str(tmp_path / "report"),
+            "--cutoff",
+            "2031-01-01",
+        ],
+    )
     assert result.exit_code == 2
     assert "cutoff" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "report").exists()

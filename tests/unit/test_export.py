@@ -19,7 +19,14 @@ def test_fp32_export_reproduces_pytorch(exported_model):
     assert parity["max_abs_diff"] <= FP32_TOLERANCE
     assert parity["item_vector_mean_cosine"] > 0.9999
     assert parity["items_checked"] > 10  # real catalog text, not a single dummy input
-    assert set(manifest["files"]) >= {"item_encoder.onnx", "user_encoder.onnx", "scorer.onnx", "tokenizer.json", "ranker.txt", "serving_config.json"}
+    assert set(manifest["files"]) >= {
+        "item_encoder.onnx",
+        "user_encoder.onnx",
+        "scorer.onnx",
+        "tokenizer.json",
+        "ranker.txt",
+        "serving_config.json",
+    }
 
 
 def test_onnx_and_torch_give_the_same_vectors_on_new_text(exported_model, trained_model):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -15,7 +15,6 @@ from features._common import smoothed_rate
 from features.affinity import AFFINITY_PRIOR_STRENGTH, PURCHASE_WEIGHT
 from features.neighbors import MAX_CLICKS_PER_USER
 from recsys.contracts import schema as S
-
 
 CUTOFF = datetime(2024, 1, 10)
 EVENT_SCHEMA = {
@@ -222,7 +221,10 @@ def test_user_category_affinity_is_the_smoothed_weighted_share(events, items):
 
 
 def test_user_domain_affinity(events, items):
-    got = {(r[S.USER_ID], r[S.DOMAIN]): r["affinity"] for r in F.user_domain_affinity(events, items, cutoff=CUTOFF).collect().iter_rows(named=True)}
+    got = {
+        (r[S.USER_ID], r[S.DOMAIN]): r["affinity"]
+        for r in F.user_domain_affinity(events, items, cutoff=CUTOFF).collect().iter_rows(named=True)
+    }
     media, total, beta = 2 + PURCHASE_WEIGHT + 2, 2 + PURCHASE_WEIGHT + 3, AFFINITY_PRIOR_STRENGTH
     assert got[(1, "media")] == pytest.approx((2 + PURCHASE_WEIGHT + beta * media / total) / (2 + PURCHASE_WEIGHT + 1 + beta))
     assert got[(1, "home")] == pytest.approx((1 + beta * 1 / total) / (2 + PURCHASE_WEIGHT + 1 + beta))
@@ -415,7 +417,9 @@ def test_pair_features_refuses_pairs_that_already_hold_a_feature_column(events, 
 # ---------------------------------------------------------------- point in time, id types, no impressions
 
 
-def every_output(events: pl.LazyFrame, items: pl.LazyFrame, pairs: pl.LazyFrame = PAIRS, cutoff: datetime = CUTOFF) -> dict[str, pl.DataFrame]:
+def every_output(
+    events: pl.LazyFrame, items: pl.LazyFrame, pairs: pl.LazyFrame = PAIRS, cutoff: datetime = CUTOFF
+) -> dict[str, pl.DataFrame]:
     """Every public function's output, collected and sorted so that equal content compares equal."""
     return {
         "user_features": F.user_features(events, cutoff=cutoff).collect().sort(S.USER_ID),
@@ -502,7 +506,7 @@ def test_a_cutoff_before_every_event_gives_empty_features_and_all_missing_pairs(
 
 
 def test_a_timezone_aware_cutoff_means_the_same_instant(events, items):
-    aware = CUTOFF.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(hours=2)))
+    aware = CUTOFF.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=2)))
     assert_frame_equal(F.user_features(events, cutoff=aware).collect(), F.user_features(events, cutoff=CUTOFF).collect())
     with pytest.raises(TypeError, match="datetime"):
         F.user_features(events, cutoff="2024-01-10")  # type: ignore[arg-type]
@@ -532,17 +536,27 @@ def test_precomputed_tables_join_like_pair_features():
     rng = _np.random.default_rng(3)
     n = 3000
     start = _dt.datetime(2026, 1, 1)
-    events = pl.DataFrame({
-        S.USER_ID: rng.integers(0, 80, n), S.ITEM_ID: rng.integers(0, 60, n),
-        S.EVENT: rng.choice(["impression", "click", "purchase"], n, p=[0.7, 0.25, 0.05]),
-        S.TIMESTAMP: [start + _dt.timedelta(minutes=int(m)) for m in rng.integers(0, 20 * 1440, n)],
-        S.SESSION_ID: rng.integers(0, 400, n).astype(str), S.POSITION: rng.integers(1, 10, n).astype(_np.int32),
-    }).lazy()
-    items = pl.DataFrame({
-        S.ITEM_ID: _np.arange(60), S.TITLE: ["t"] * 60, S.DESCRIPTION: [""] * 60,
-        S.CATEGORY: [f"c{i % 7}" for i in range(60)], S.DOMAIN: [f"d{i % 3}" for i in range(60)],
-        S.PRICE: rng.random(60) * 50, S.CREATED_AT: [start - _dt.timedelta(days=1)] * 60,
-    }).lazy()
+    events = pl.DataFrame(
+        {
+            S.USER_ID: rng.integers(0, 80, n),
+            S.ITEM_ID: rng.integers(0, 60, n),
+            S.EVENT: rng.choice(["impression", "click", "purchase"], n, p=[0.7, 0.25, 0.05]),
+            S.TIMESTAMP: [start + _dt.timedelta(minutes=int(m)) for m in rng.integers(0, 20 * 1440, n)],
+            S.SESSION_ID: rng.integers(0, 400, n).astype(str),
+            S.POSITION: rng.integers(1, 10, n).astype(_np.int32),
+        }
+    ).lazy()
+    items = pl.DataFrame(
+        {
+            S.ITEM_ID: _np.arange(60),
+            S.TITLE: ["t"] * 60,
+            S.DESCRIPTION: [""] * 60,
+            S.CATEGORY: [f"c{i % 7}" for i in range(60)],
+            S.DOMAIN: [f"d{i % 3}" for i in range(60)],
+            S.PRICE: rng.random(60) * 50,
+            S.CREATED_AT: [start - _dt.timedelta(days=1)] * 60,
+        }
+    ).lazy()
     cutoff = start + _dt.timedelta(days=15)
     pairs = pl.DataFrame({S.USER_ID: rng.integers(0, 90, 500), S.ITEM_ID: rng.integers(0, 60, 500), "extra": _np.arange(500)}).lazy()
     expected = F.pair_features(pairs, events, items, cutoff=cutoff).collect()

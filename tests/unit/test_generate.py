@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 
 from recsys.contracts import schema as S
-from recsys.data import load_dataset, read_table, validate_events, validate_items
 from recsys.contracts.errors import ConfigError
-from recsys.generate import generate_shop, true_probabilities
 from recsys.contracts.files import read_json
+from recsys.data import load_dataset, read_table, validate_events, validate_items
+from recsys.generate import generate_shop, true_probabilities
 
 SMALL = {"users": 200, "items": 150, "days": 5, "new_items_per_day": 10}
 START = dt.datetime(2026, 1, 1)
@@ -48,10 +48,25 @@ def test_layout_and_dtypes(shop, items, events):
     assert days == [f"2026-01-0{d}.parquet" for d in range(1, 6)]
     assert sorted(p.name for p in (out / "truth").iterdir()) == ["items.parquet", "params.json", "users.parquet"]
     assert items.schema == pl.Schema(
-        {S.ITEM_ID: pl.Int64, S.TITLE: pl.String, S.DESCRIPTION: pl.String, S.CATEGORY: pl.String, S.DOMAIN: pl.String, S.PRICE: pl.Float64, S.CREATED_AT: pl.Datetime("us")}
+        {
+            S.ITEM_ID: pl.Int64,
+            S.TITLE: pl.String,
+            S.DESCRIPTION: pl.String,
+            S.CATEGORY: pl.String,
+            S.DOMAIN: pl.String,
+            S.PRICE: pl.Float64,
+            S.CREATED_AT: pl.Datetime("us"),
+        }
     )
     assert events.schema == pl.Schema(
-        {S.USER_ID: pl.Int64, S.ITEM_ID: pl.Int64, S.EVENT: pl.String, S.TIMESTAMP: pl.Datetime("us"), S.SESSION_ID: pl.String, S.POSITION: pl.Int32}
+        {
+            S.USER_ID: pl.Int64,
+            S.ITEM_ID: pl.Int64,
+            S.EVENT: pl.String,
+            S.TIMESTAMP: pl.Datetime("us"),
+            S.SESSION_ID: pl.String,
+            S.POSITION: pl.Int32,
+        }
     )
     for path in (out / "events").iterdir():  # each daily file holds that day's events only
         day = dt.date.fromisoformat(path.stem)
@@ -106,7 +121,9 @@ def test_tiny_shop_still_loads(tmp_path):
 
 def test_funnel_impression_click_purchase(events):
     keys = [S.USER_ID, S.ITEM_ID, S.SESSION_ID]
-    imp = events.filter(pl.col(S.EVENT) == S.IMPRESSION).select(*keys, pl.col(S.TIMESTAMP).alias("imp_ts"), pl.col(S.POSITION).alias("imp_pos"))
+    imp = events.filter(pl.col(S.EVENT) == S.IMPRESSION).select(
+        *keys, pl.col(S.TIMESTAMP).alias("imp_ts"), pl.col(S.POSITION).alias("imp_pos")
+    )
     clicks = events.filter(pl.col(S.EVENT) == S.CLICK)
     buys = events.filter(pl.col(S.EVENT) == S.PURCHASE)
     assert imp.select(keys).is_duplicated().sum() == 0  # an item appears at most once per slate
@@ -121,7 +138,12 @@ def test_funnel_impression_click_purchase(events):
 
 def test_slates_and_sessions(events):
     imp = events.filter(pl.col(S.EVENT) == S.IMPRESSION)
-    slates = imp.group_by(S.SESSION_ID).agg(pl.len().alias("n"), pl.col(S.POSITION).min().alias("lo"), pl.col(S.POSITION).max().alias("hi"), pl.col(S.USER_ID).n_unique().alias("users"))
+    slates = imp.group_by(S.SESSION_ID).agg(
+        pl.len().alias("n"),
+        pl.col(S.POSITION).min().alias("lo"),
+        pl.col(S.POSITION).max().alias("hi"),
+        pl.col(S.USER_ID).n_unique().alias("users"),
+    )
     assert slates["n"].min() >= 6 and slates["n"].max() <= 12
     assert (slates["lo"] == 1).all() and (slates["hi"] == slates["n"]).all() and (slates["users"] == 1).all()
     per_user = imp.group_by(S.USER_ID).agg(pl.col(S.SESSION_ID).n_unique().alias("sessions"))["sessions"]
@@ -170,7 +192,9 @@ def test_true_probabilities_are_probabilities(shop, items):
     assert (p_buy <= p_click).all()
     assert p_click.std() > 0.05  # users really differ in what they like
     pairs_click, pairs_buy = true_probabilities(out / "truth", users[:5], item_ids[:5], "2026-01-03T00:00:00")
-    assert np.allclose(pairs_click, np.diagonal(p_click[:5, :5]), rtol=1e-12) and np.allclose(pairs_buy, np.diagonal(p_buy[:5, :5]), rtol=1e-12)
+    assert np.allclose(pairs_click, np.diagonal(p_click[:5, :5]), rtol=1e-12) and np.allclose(
+        pairs_buy, np.diagonal(p_buy[:5, :5]), rtol=1e-12
+    )
     with pytest.raises(KeyError):
         true_probabilities(out / "truth", [10**9], [item_ids[0]], START)
 
@@ -179,8 +203,12 @@ def test_interest_drifts_over_the_period(shop, items):
     out, _ = shop
     users = pl.read_parquet(out / "truth" / "users.parquet")
     first, _ = true_probabilities(out / "truth", users[S.USER_ID].to_numpy()[:, None], items[S.ITEM_ID].to_numpy()[None, :], START)
-    last, _ = true_probabilities(out / "truth", users[S.USER_ID].to_numpy()[:, None], items[S.ITEM_ID].to_numpy()[None, :], START + dt.timedelta(days=5))
-    later, _ = true_probabilities(out / "truth", users[S.USER_ID].to_numpy()[:, None], items[S.ITEM_ID].to_numpy()[None, :], START + dt.timedelta(days=50))
+    last, _ = true_probabilities(
+        out / "truth", users[S.USER_ID].to_numpy()[:, None], items[S.ITEM_ID].to_numpy()[None, :], START + dt.timedelta(days=5)
+    )
+    later, _ = true_probabilities(
+        out / "truth", users[S.USER_ID].to_numpy()[:, None], items[S.ITEM_ID].to_numpy()[None, :], START + dt.timedelta(days=50)
+    )
     assert 0 < np.abs(first - last).mean() < 0.1  # slow
     assert np.array_equal(last, later)  # interest stops moving at the end of the period
     u0 = np.stack(users["u_start"].to_list())

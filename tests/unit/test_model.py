@@ -57,7 +57,7 @@ def test_loss_decreases_on_a_learnable_problem(model, tiny_config):
     centers = torch.nn.functional.normalize(torch.randn(4, d), dim=-1)
     optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("items.encoder")], lr=3e-3)
     losses = []
-    for step in range(150):
+    for _step in range(150):
         topic = torch.randint(0, 4, (64,))
         history = torch.nn.functional.normalize(centers[topic].unsqueeze(1) + 0.3 * torch.randn(64, length, d), dim=-1)
         cand_topic = torch.where(torch.rand(64) < 0.5, topic, torch.randint(0, 4, (64,)))
@@ -76,7 +76,10 @@ def test_loss_decreases_on_a_learnable_problem(model, tiny_config):
 
 def test_uncertainty_weighting_learns_task_weights(model, tiny_config):
     cfg = tiny_config.replace(train={"task_weighting": "uncertainty"})
-    out = model.scorer(torch.nn.functional.normalize(torch.randn(8, cfg.model.dim), dim=-1), torch.nn.functional.normalize(torch.randn(8, 2, cfg.model.dim), dim=-1))
+    out = model.scorer(
+        torch.nn.functional.normalize(torch.randn(8, cfg.model.dim), dim=-1),
+        torch.nn.functional.normalize(torch.randn(8, 2, cfg.model.dim), dim=-1),
+    )
     loss = multitask_loss(model, out, torch.ones(8, 2), torch.zeros(8, 2), None, None, None, cfg)
     loss.total.backward()
     assert model.task_log_vars["click"].grad is not None and model.task_log_vars["purchase"].grad is not None

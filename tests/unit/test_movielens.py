@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from recsys.contracts import schema as S
-from recsys.data import load_dataset, validate_events, validate_items
 from recsys.contracts.errors import SchemaError
+from recsys.data import load_dataset, validate_events, validate_items
 from recsys.movielens import GENRES, convert_movielens, load_movielens
 
 # (id, title, year or None, genres); a tiny stand-in for the real data, which is never committed

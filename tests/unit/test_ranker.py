@@ -16,18 +16,29 @@ def test_ranker_orders_by_the_signal_and_survives_a_text_round_trip(tmp_path):
     signal = rng.normal(size=users * per_user)
     noise = rng.normal(size=users * per_user)
     relevance = np.where(signal > 1.2, 2, np.where(signal > 0.5, 1, 0))
-    frame = pl.DataFrame({
-        "user_id": np.repeat(np.arange(users), per_user), "user_index": np.repeat(np.arange(users), per_user),
-        "item_index": np.tile(np.arange(per_user), users), "signal": signal, "noise": noise, RELEVANCE: relevance,
-        "p_click": rng.random(users * per_user),
-    })
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(users), per_user),
+            "user_index": np.repeat(np.arange(users), per_user),
+            "item_index": np.tile(np.arange(per_user), users),
+            "signal": signal,
+            "noise": noise,
+            RELEVANCE: relevance,
+            "p_click": rng.random(users * per_user),
+        }
+    )
     ranker = LambdaRanker(RankerConfig(n_estimators=60, min_data_in_leaf=5), ["signal", "noise"]).fit(frame)
     assert ranker.metrics_["valid_ndcg@10"] > 0.9
     ranker.save(tmp_path / "ranker.txt")
     loaded = LambdaRanker.load(tmp_path / "ranker.txt", ["signal", "noise"])
     scores = loaded.predict(frame)
     assert np.corrcoef(scores, signal)[0, 1] > 0.8
-    assert np.allclose(scores, ranker.booster_.predict(frame.select("signal", "noise").to_numpy(), ))
+    assert np.allclose(
+        scores,
+        ranker.booster_.predict(
+            frame.select("signal", "noise").to_numpy(),
+        ),
+    )
     best = top_k(frame, scores, 3)
     assert best.group_by("user_id").len()["len"].max() == 3
 
@@ -37,9 +48,14 @@ def test_users_without_a_past_are_separate_queries():
     rng = np.random.default_rng(1)
     users, per_user = 600, 20  # 12,000 rows: one merged group would exceed LightGBM's 10,000-row query limit
     signal = rng.normal(size=users * per_user)
-    frame = pl.DataFrame({
-        "user_id": np.repeat(np.arange(users), per_user), "user_index": np.full(users * per_user, -1),
-        "item_index": np.tile(np.arange(per_user), users), "signal": signal, RELEVANCE: (signal > 1).astype(int),
-    })
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(users), per_user),
+            "user_index": np.full(users * per_user, -1),
+            "item_index": np.tile(np.arange(per_user), users),
+            "signal": signal,
+            RELEVANCE: (signal > 1).astype(int),
+        }
+    )
     ranker = LambdaRanker(RankerConfig(n_estimators=20, min_data_in_leaf=5), ["signal"]).fit(frame)
     assert ranker.metrics_["users"] == frame.filter(pl.col(RELEVANCE).max().over("user_id") > 0)["user_id"].n_unique()

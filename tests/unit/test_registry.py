@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from recsys.contracts import schema as S
 from recsys.cli import app
+from recsys.contracts import schema as S
 from recsys.contracts.errors import ArtifactError, RecsysError
 from recsys.registry import Registry, resolve_export_dir
 
@@ -50,20 +50,57 @@ def _flip_byte(path: Path) -> None:
 
 def test_train_into_a_registry_then_score_its_champion(tmp_path, tiny_shop, tiny_config_file):
     registry = tmp_path / "models"
-    result = run("train", "--items", tiny_shop / "items.parquet", "--events", tiny_shop / "events", "--registry", registry, "--config", tiny_config_file)
+    result = run(
+        "train",
+        "--items",
+        tiny_shop / "items.parquet",
+        "--events",
+        tiny_shop / "events",
+        "--registry",
+        registry,
+        "--config",
+        tiny_config_file,
+    )
     assert result.exit_code == 0, result.output
     assert "v0001" in result.output
     state = json.loads((registry / "registry.json").read_text())
     assert state["champion"] == "v0001" and state["lineage"] == ["v0001"]
     assert [entry["action"] for entry in state["history"]] == ["register", "promote"]
     version = json.loads((registry / "versions" / "v0001" / "version.json").read_text())
-    assert {"model_version", "created_at", "code_version", "data_window", "inputs", "dropped_rows", "repaired_rows", "metrics", "config", "files", "precision"} <= set(version)
+    assert {
+        "model_version",
+        "created_at",
+        "code_version",
+        "data_window",
+        "inputs",
+        "dropped_rows",
+        "repaired_rows",
+        "metrics",
+        "config",
+        "files",
+        "precision",
+    } <= set(version)
     assert set(version["files"]) == {"model/manifest.json", "export/manifest.json"}
     assert version["config"]["model"]["dim"] == 16 and version["code_version"]["recsys"]
     assert not [p for p in (registry / "versions").iterdir() if p.name.startswith(".")], "no staging folder left"
 
     out = tmp_path / "recs.parquet"
-    result = run("score", "--model", registry, "--items", tiny_shop / "items.parquet", "--events", tiny_shop / "events", "--out", out, "--k", 3, "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        registry,
+        "--items",
+        tiny_shop / "items.parquet",
+        "--events",
+        tiny_shop / "events",
+        "--out",
+        out,
+        "--k",
+        3,
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     assert result.exit_code == 0, result.output
     assert "registry champion v0001" in result.output
     manifest = json.loads((tmp_path / "recs.manifest.json").read_text())
@@ -75,7 +112,11 @@ def test_list_promote_and_rollback(three_versions):
     registry = three_versions.root
     listed = run("models", "list", "--registry", registry, "--json")
     assert listed.exit_code == 0, listed.output
-    assert [(row["version"], row["status"]) for row in json.loads(listed.output)] == [("v0001", "champion"), ("v0002", "candidate"), ("v0003", "candidate")]
+    assert [(row["version"], row["status"]) for row in json.loads(listed.output)] == [
+        ("v0001", "champion"),
+        ("v0002", "candidate"),
+        ("v0003", "candidate"),
+    ]
 
     assert run("models", "promote", "v0003", "--registry", registry).exit_code == 0
     assert run("models", "promote", "v0002", "--registry", registry).exit_code == 0
@@ -98,11 +139,14 @@ def test_list_promote_and_rollback(three_versions):
     assert table.exit_code == 0 and "v0003" in table.output
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (("promote", "v0009"), 2, "no version 'v0009'"),
-    (("promote", "../v0001"), 2, "no version"),
-    (("promote", "v0001"), 2, "already the champion"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (("promote", "v0009"), 2, "no version 'v0009'"),
+        (("promote", "../v0001"), 2, "no version"),
+        (("promote", "v0001"), 2, "already the champion"),
+    ],
+)
 def test_promote_mistakes_are_one_line(three_versions, args, code, message):
     result = run("models", *args, "--registry", three_versions.root)
     assert result.exit_code == code and message in result.output
@@ -140,7 +184,20 @@ def test_a_modified_or_truncated_version_is_refused(three_versions, damage):
 def test_scoring_a_tampered_champion_is_refused(three_versions, tiny_shop, tmp_path):
     _flip_byte(three_versions.root / "versions" / "v0001" / "export" / "scorer.onnx")
     out = tmp_path / "recs.parquet"
-    result = run("score", "--model", three_versions.root, "--items", tiny_shop / "items.parquet", "--events", tiny_shop / "events", "--out", out, "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        three_versions.root,
+        "--items",
+        tiny_shop / "items.parquet",
+        "--events",
+        tiny_shop / "events",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     assert result.exit_code == 3 and "scorer.onnx" in result.output and "modified or truncated" in result.output
     assert not out.exists()
 
@@ -175,7 +232,7 @@ def test_the_registry_index_is_checked(tmp_path):
     registry = Registry.create(tmp_path / "registry")
     (registry.root / "registry.json").write_text("{ half written")
     with pytest.raises(ArtifactError, match="registry.json: unreadable"):
-        registry.champion
+        _ = registry.champion
     with pytest.raises(RecsysError):
         Registry(tmp_path / "elsewhere")
 
@@ -188,10 +245,27 @@ def test_two_score_runs_write_identical_recommendations(tmp_path, exported_model
     for run_number, cache in enumerate(("--no-cache", tmp_path / "cache", tmp_path / "cache")):
         out = tmp_path / f"run{run_number}" / "recommendations.parquet"
         cache_args = ["--no-cache"] if cache == "--no-cache" else ["--cache-dir", cache]
-        result = run("score", "--model", exported_model, "--items", tiny_shop / "items.parquet", "--events", tiny_shop / "events", "--out", out, "--k", 10, "--device", "cpu", *cache_args)
+        result = run(
+            "score",
+            "--model",
+            exported_model,
+            "--items",
+            tiny_shop / "items.parquet",
+            "--events",
+            tiny_shop / "events",
+            "--out",
+            out,
+            "--k",
+            10,
+            "--device",
+            "cpu",
+            *cache_args,
+        )
         assert result.exit_code == 0, result.output
         outputs.append(out.read_bytes())
-        assert sorted(p.name for p in out.parent.iterdir()) == ["recommendations.manifest.json", "recommendations.parquet"], "no temp files left"
+        assert sorted(p.name for p in out.parent.iterdir()) == ["recommendations.manifest.json", "recommendations.parquet"], (
+            "no temp files left"
+        )
     assert outputs[0] == outputs[1] == outputs[2]
     recs = pl.read_parquet(tmp_path / "run0" / "recommendations.parquet")
     assert recs.height > 0 and recs.columns == list(S.RECOMMENDATION_COLUMNS)
@@ -201,7 +275,9 @@ def test_nothing_is_deserialized_with_pickle():
     pattern = re.compile(r"\bimport pickle\b|\bpickle\.loads?\(|\bjoblib\b|torch\.load\(|allow_pickle\s*=\s*True|\bdill\b|cloudpickle")
     sources = [p for folder in ("recsys", "serving", "export", "features") for p in (ROOT / folder).rglob("*.py")]
     assert len(sources) > 20
-    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{n}" for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)
+    ]
     assert offenders == []
 
 

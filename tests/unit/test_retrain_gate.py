@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from recsys.contracts import schema as S
 from recsys.cli import app
+from recsys.contracts import schema as S
 from recsys.contracts.config import dump_toml
 from recsys.contracts.errors import ChallengerRejected
-from recsys.registry import Registry
 from recsys.jobs.retrain import gate_decision
+from recsys.registry import Registry
 
 runner = CliRunner()
 GATE = {"test_days": 2.0, "tolerance": 0.05}
@@ -28,16 +28,19 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("challenger, champion, tolerance, promoted", [
-    (0.30, 0.30, 0.0, True),
-    (0.31, 0.30, 0.0, True),
-    (0.295, 0.30, 0.01, True),
-    (0.29, 0.30, 0.01, True),  # exactly at the tolerance
-    (0.289, 0.30, 0.01, False),
-    (0.10, 0.30, 0.05, False),
-    (float("nan"), 0.30, 0.05, False),
-    (0.10, float("nan"), 0.0, True),
-])
+@pytest.mark.parametrize(
+    "challenger, champion, tolerance, promoted",
+    [
+        (0.30, 0.30, 0.0, True),
+        (0.31, 0.30, 0.0, True),
+        (0.295, 0.30, 0.01, True),
+        (0.29, 0.30, 0.01, True),  # exactly at the tolerance
+        (0.289, 0.30, 0.01, False),
+        (0.10, 0.30, 0.05, False),
+        (float("nan"), 0.30, 0.05, False),
+        (0.10, float("nan"), 0.0, True),
+    ],
+)
 def test_gate_decision(challenger, champion, tolerance, promoted):
     decision, why = gate_decision(challenger, champion, tolerance)
     assert decision is promoted and "ndcg@10" in why
@@ -51,11 +54,13 @@ def hot_items_shop(folder: Path, *, users: int = 300, items: int = 30, days: int
     words = ["red", "blue", "green", "shoe", "hat", "scarf", "lamp", "mug", "book", "pen"]
     item_ids = np.arange(1, items + 1)
     hot = item_ids[-6:]  # the highest ids: tie-breaks by catalog order never favour them
-    pl.DataFrame({
-        S.ITEM_ID: item_ids,
-        S.TITLE: [f"{words[i % 10]} {words[(i * 7) % 10]} {i}" for i in item_ids],
-        S.CATEGORY: [f"c{i % 3}" for i in item_ids],
-    }).write_parquet(folder / "items.parquet")
+    pl.DataFrame(
+        {
+            S.ITEM_ID: item_ids,
+            S.TITLE: [f"{words[i % 10]} {words[(i * 7) % 10]} {i}" for i in item_ids],
+            S.CATEGORY: [f"c{i % 3}" for i in item_ids],
+        }
+    ).write_parquet(folder / "items.parquet")
     (folder / "events").mkdir()
     start = dt.datetime(2026, 1, 1)
     clicked: dict[int, set] = {u: set() for u in range(users)}
@@ -75,7 +80,11 @@ def hot_items_shop(folder: Path, *, users: int = 300, items: int = 30, days: int
                 if item in picks:
                     rows.append((user, item, S.CLICK, at + dt.timedelta(seconds=30), position))
                     clicked[user].add(item)
-        frame = pl.DataFrame(rows, schema={S.USER_ID: pl.Int64, S.ITEM_ID: pl.Int64, S.EVENT: pl.String, S.TIMESTAMP: pl.Datetime("us"), S.POSITION: pl.Int32}, orient="row")
+        frame = pl.DataFrame(
+            rows,
+            schema={S.USER_ID: pl.Int64, S.ITEM_ID: pl.Int64, S.EVENT: pl.String, S.TIMESTAMP: pl.Datetime("us"), S.POSITION: pl.Int32},
+            orient="row",
+        )
         frame.write_parquet(folder / "events" / f"{start + dt.timedelta(days=day):%Y-%m-%d}.parquet")
     return folder
 
@@ -112,7 +121,21 @@ def test_a_worse_challenger_is_rejected_and_the_champion_kept(tmp_path, champion
     # crippled candidate generation: only the text model's nearest items, no co-visitation, no popularity
     crippled = _configs(tmp_path, tiny_config, candidates={"text": 10, "covisit": 0, "popular": 0, "new": 0})
     out = tmp_path / "model"
-    result = run("retrain", "--registry", registry, "--items", shop / "items.parquet", "--events", shop / "events", "--out", out, "--config", crippled, "--device", "cpu")
+    result = run(
+        "retrain",
+        "--registry",
+        registry,
+        "--items",
+        shop / "items.parquet",
+        "--events",
+        shop / "events",
+        "--out",
+        out,
+        "--config",
+        crippled,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == ChallengerRejected.exit_code == 10, result.output
     message = " ".join(line for line in result.output.splitlines() if line.startswith("recsys:"))
     assert "challenger rejected" in message and "below the champion's" in message and "champion v0001 kept" in message
@@ -132,7 +155,21 @@ def test_a_fine_challenger_is_promoted(tmp_path, champion_registry, shop, tiny_c
     shutil.copytree(champion_registry, registry)
     same = _configs(tmp_path, tiny_config)
     out = tmp_path / "model"
-    result = run("retrain", "--registry", registry, "--items", shop / "items.parquet", "--events", shop / "events", "--out", out, "--config", same, "--device", "cpu")
+    result = run(
+        "retrain",
+        "--registry",
+        registry,
+        "--items",
+        shop / "items.parquet",
+        "--events",
+        shop / "events",
+        "--out",
+        out,
+        "--config",
+        same,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     reg = Registry(registry)
     assert reg.champion == "v0002" and reg.state()["lineage"] == ["v0001", "v0002"]
@@ -153,7 +190,21 @@ def test_without_a_registry_a_rejected_challenger_leaves_model_dir_alone(tmp_pat
     before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
     crippled = _configs(tmp_path, tiny_config, candidates={"text": 10, "covisit": 0, "popular": 0, "new": 0})
     # the contract's form: retrain in place
-    result = run("retrain", "--model", model, "--items", shop / "items.parquet", "--events", shop / "events", "--out", model, "--config", crippled, "--device", "cpu")
+    result = run(
+        "retrain",
+        "--model",
+        model,
+        "--items",
+        shop / "items.parquet",
+        "--events",
+        shop / "events",
+        "--out",
+        model,
+        "--config",
+        crippled,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 10, result.output
     assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["challenger.toml", "model"], "no staging folder left"

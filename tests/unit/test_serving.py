@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_serving_never_imports_torch():
     modules = sorted(p.stem for p in (ROOT / "serving").glob("*.py") if p.stem != "__init__")
-    code = "import sys\n" + "".join(f"import serving.{m}\n" for m in modules) + "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys\n"
+        + "".join(f"import serving.{m}\n" for m in modules)
+        + "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]", result.stdout
     assert len(modules) >= 8
@@ -40,7 +44,9 @@ def test_every_user_gets_k_distinct_unseen_items(scored, tiny_shop):
     events = pl.read_parquet(tiny_shop / "events")
     users = events[S.USER_ID].unique()
     assert set(recs[S.USER_ID].unique()) == set(users)
-    per_user = recs.group_by(S.USER_ID).agg(pl.len().alias("n"), pl.col(S.ITEM_ID).n_unique().alias("distinct"), pl.col(S.RANK).sort().alias("ranks"))
+    per_user = recs.group_by(S.USER_ID).agg(
+        pl.len().alias("n"), pl.col(S.ITEM_ID).n_unique().alias("distinct"), pl.col(S.RANK).sort().alias("ranks")
+    )
     assert (per_user["n"] == 10).all() and (per_user["distinct"] == 10).all()
     assert all(r.to_list() == list(range(1, 11)) for r in per_user["ranks"])
     seen = events.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE])).select(S.USER_ID, S.ITEM_ID).unique()
@@ -48,7 +54,12 @@ def test_every_user_gets_k_distinct_unseen_items(scored, tiny_shop):
     assert (recs[S.P_PURCHASE] <= recs[S.P_CLICK]).all()
     assert ((recs[S.P_CLICK] > 0) & (recs[S.P_CLICK] < 1)).all()
     # scores fall with rank
-    assert recs.sort([S.USER_ID, S.RANK]).group_by(S.USER_ID, maintain_order=True).agg((pl.col(S.SCORE).diff().drop_nulls() <= 0).all())[S.SCORE].all()
+    assert (
+        recs.sort([S.USER_ID, S.RANK])
+        .group_by(S.USER_ID, maintain_order=True)
+        .agg((pl.col(S.SCORE).diff().drop_nulls() <= 0).all())[S.SCORE]
+        .all()
+    )
 
 
 def test_manifest_describes_the_run(scored):
@@ -178,8 +189,8 @@ def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_m
 
     from recsys.contracts.config import CandidateConfig
     from recsys.data import load_dataset
-    from serving.catalog import make_catalog
     from serving.artifacts import load_export
+    from serving.catalog import make_catalog
     from serving.score import prepare, rank_chunks
     from serving.text import item_texts
 
@@ -188,11 +199,29 @@ def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_m
     catalog = make_catalog(data.items)
     cutoff = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item() + dt.timedelta(microseconds=1)
     candidates = CandidateConfig(**config["candidates"])
-    snapshot, tables = prepare(catalog, model.encode_items(item_texts(catalog.items)), data.events, data.items, cutoff=cutoff, candidates=candidates)
+    snapshot, tables = prepare(
+        catalog, model.encode_items(item_texts(catalog.items)), data.events, data.items, cutoff=cutoff, candidates=candidates
+    )
     known = snapshot.users[S.USER_ID].to_list()
     users = pl.Series(S.USER_ID, [10_000_001, *known[:9], 10_000_002, *known[9:13], 10_000_003])  # cold users in several chunks
     runs = {
-        share: pl.concat([frame for _, frame in rank_chunks(model, ranker, snapshot, tables, users, k=6, candidates=candidates, history_length=config["history_length"], chunk_users=5, share_cold=share)])
+        share: pl.concat(
+            [
+                frame
+                for _, frame in rank_chunks(
+                    model,
+                    ranker,
+                    snapshot,
+                    tables,
+                    users,
+                    k=6,
+                    candidates=candidates,
+                    history_length=config["history_length"],
+                    chunk_users=5,
+                    share_cold=share,
+                )
+            ]
+        )
         for share in (True, False)
     }
     assert runs[True].equals(runs[False])

@@ -11,20 +11,22 @@ import torch
 
 from recsys.contracts import schema as S
 from recsys.interactions import exposures
-from serving.catalog import make_catalog
 from recsys.model_io import load_text_model
 from recsys.train import build_training_data, train_text_model
+from serving.catalog import make_catalog
 from serving.text import ItemTokenizer
 
 
 def test_exposures_label_impressions_by_what_followed():
     t = dt.datetime(2026, 1, 1, 12)
-    events = pl.DataFrame({
-        S.USER_ID: [1, 1, 1, 1, 2],
-        S.ITEM_ID: [7, 7, 7, 8, 9],
-        S.EVENT: ["impression", "click", "purchase", "impression", "click"],
-        S.TIMESTAMP: [t, t + dt.timedelta(seconds=5), t + dt.timedelta(minutes=3), t, t],
-    })
+    events = pl.DataFrame(
+        {
+            S.USER_ID: [1, 1, 1, 1, 2],
+            S.ITEM_ID: [7, 7, 7, 8, 9],
+            S.EVENT: ["impression", "click", "purchase", "impression", "click"],
+            S.TIMESTAMP: [t, t + dt.timedelta(seconds=5), t + dt.timedelta(minutes=3), t, t],
+        }
+    )
     got = exposures(events).sort([S.USER_ID, S.ITEM_ID])
     assert got.select(S.USER_ID, S.ITEM_ID, "clicked", "purchased").rows() == [(1, 7, 1.0, 1.0), (1, 8, 0.0, 0.0), (2, 9, 1.0, 0.0)]
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import features
-from recsys.contracts import schema as S
 from recsys.cli import app
-from recsys.data import LoadReport, load_dataset, read_table, validate_events, validate_items
+from recsys.contracts import schema as S
 from recsys.contracts.errors import SchemaError
+from recsys.data import LoadReport, load_dataset, read_table, validate_events, validate_items
 
 runner = CliRunner()
 NOW = dt.datetime(2026, 6, 1)
@@ -82,11 +82,31 @@ BAD_EVENTS = {
     "null item_id": (events_frame(**{S.ITEM_ID: [1, 2, None, 3]}), "events.parquet", S.ITEM_ID, "null id"),
     "unknown event": (events_frame(**{S.EVENT: ["click", "like", "view", "click"]}), "events.csv", S.EVENT, "unknown event type"),
     "numeric event": (events_frame(**{S.EVENT: [1, 2, 3, 1]}), "events.parquet", S.EVENT, "must be text"),
-    "unparseable timestamps": (events_frame(**{S.TIMESTAMP: ["2026-01-01", "tomorrow", "2026-01-02", "2026-01-03"]}), "events.csv", S.TIMESTAMP, "not timestamps"),
+    "unparseable timestamps": (
+        events_frame(**{S.TIMESTAMP: ["2026-01-01", "tomorrow", "2026-01-02", "2026-01-03"]}),
+        "events.csv",
+        S.TIMESTAMP,
+        "not timestamps",
+    ),
     "no timestamp at all": (events_frame(**{S.TIMESTAMP: ["noon", "dusk", "dawn", "never"]}), "events.csv", S.TIMESTAMP, "not timestamps"),
-    "null timestamp": (events_frame(**{S.TIMESTAMP: [dt.datetime(2026, 1, 1), None, dt.datetime(2026, 1, 2), dt.datetime(2026, 1, 3)]}), "events.parquet", S.TIMESTAMP, "null timestamp"),
-    "nan epoch": (events_frame(**{S.TIMESTAMP: [1.7e9, float("nan"), 1.7e9, 1.7e9]}), "events.parquet", S.TIMESTAMP, "epoch seconds outside"),
-    "epoch nanoseconds": (events_frame(**{S.TIMESTAMP: [1_767_261_600_000_000_000] * 4}), "events.parquet", S.TIMESTAMP, "outside years 1-9999"),
+    "null timestamp": (
+        events_frame(**{S.TIMESTAMP: [dt.datetime(2026, 1, 1), None, dt.datetime(2026, 1, 2), dt.datetime(2026, 1, 3)]}),
+        "events.parquet",
+        S.TIMESTAMP,
+        "null timestamp",
+    ),
+    "nan epoch": (
+        events_frame(**{S.TIMESTAMP: [1.7e9, float("nan"), 1.7e9, 1.7e9]}),
+        "events.parquet",
+        S.TIMESTAMP,
+        "epoch seconds outside",
+    ),
+    "epoch nanoseconds": (
+        events_frame(**{S.TIMESTAMP: [1_767_261_600_000_000_000] * 4}),
+        "events.parquet",
+        S.TIMESTAMP,
+        "outside years 1-9999",
+    ),
     "epoch milliseconds": (events_frame(**{S.TIMESTAMP: [1_767_261_600_000] * 4}), "events.parquet", S.TIMESTAMP, "outside years 1-9999"),
     "string ids vs int catalog": (events_frame(**{S.ITEM_ID: ["a", "b", "c", "d"]}), "events.parquet", S.ITEM_ID, "items.item_id is Int64"),
     "huge position": (events_frame(**{S.POSITION: [1, 2, 2**40, 3]}), "events.parquet", S.POSITION, "32-bit"),
@@ -113,7 +133,20 @@ def test_bad_items_refused_by_score(case, tmp_path, exported_model, tiny_shop):
     path = _write(content, tmp_path / name)
     out = tmp_path / "out"
     out.mkdir()
-    result = run("score", "--model", exported_model, "--items", path, "--events", tiny_shop / "events", "--out", out / "recs.parquet", "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        exported_model,
+        "--items",
+        path,
+        "--events",
+        tiny_shop / "events",
+        "--out",
+        out / "recs.parquet",
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     _assert_refused(result, path, column, message, out)
 
 
@@ -124,7 +157,20 @@ def test_bad_events_refused_by_score(case, tmp_path, exported_model):
     path = _write(content, tmp_path / name)
     out = tmp_path / "out"
     out.mkdir()
-    result = run("score", "--model", exported_model, "--items", items, "--events", path, "--out", out / "recs.parquet", "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        exported_model,
+        "--items",
+        items,
+        "--events",
+        path,
+        "--out",
+        out / "recs.parquet",
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     _assert_refused(result, path, column, message, out)
 
 
@@ -153,7 +199,20 @@ def test_a_bad_daily_file_in_a_directory_is_named(tmp_path, tiny_shop, exported_
     bad.write_bytes(b"truncated")
     out = tmp_path / "out"
     out.mkdir()
-    result = run("score", "--model", exported_model, "--items", tiny_shop / "items.parquet", "--events", events, "--out", out / "recs.parquet", "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        exported_model,
+        "--items",
+        tiny_shop / "items.parquet",
+        "--events",
+        events,
+        "--out",
+        out / "recs.parquet",
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     _assert_refused(result, bad, None, "cannot be read as parquet", out)
 
 
@@ -161,12 +220,18 @@ def test_a_bad_daily_file_in_a_directory_is_named(tmp_path, tiny_shop, exported_
 
 
 def test_recoverable_problems_are_counted_and_warned(tmp_path):
-    items = items_frame(**{S.ITEM_ID: [1, 2, 3, 4], S.TITLE: ["red shoes", "", None, " \u200b\t"], S.CATEGORY: ["shoes", "hats", None, None]})
+    items = items_frame(
+        **{S.ITEM_ID: [1, 2, 3, 4], S.TITLE: ["red shoes", "", None, " \u200b\t"], S.CATEGORY: ["shoes", "hats", None, None]}
+    )
     items.write_parquet(tmp_path / "items.parquet")
     events = events_frame()
     extra = pl.DataFrame(
-        {S.USER_ID: [10, 10, 13, 13], S.ITEM_ID: [1, 99, 98, 2], S.EVENT: ["click", "click", "click", "click"],
-         S.TIMESTAMP: [dt.datetime(2026, 1, 1, 10), dt.datetime(2026, 1, 5), dt.datetime(2026, 1, 5), dt.datetime(2027, 1, 1)]}
+        {
+            S.USER_ID: [10, 10, 13, 13],
+            S.ITEM_ID: [1, 99, 98, 2],
+            S.EVENT: ["click", "click", "click", "click"],
+            S.TIMESTAMP: [dt.datetime(2026, 1, 1, 10), dt.datetime(2026, 1, 5), dt.datetime(2026, 1, 5), dt.datetime(2027, 1, 1)],
+        }
     )
     pl.concat([events, extra]).write_parquet(tmp_path / "events.parquet")
     data = load_dataset(tmp_path / "items.parquet", tmp_path / "events.parquet", now=NOW)
@@ -183,18 +248,46 @@ def test_recoverable_problems_are_counted_and_warned(tmp_path):
 def test_recoverable_counts_reach_the_manifests(tmp_path, tiny_shop, exported_model, tiny_config_file):
     items = pl.read_parquet(tiny_shop / "items.parquet")
     first_three = pl.int_range(pl.len()) < 3
-    items = items.with_columns(pl.when(first_three).then(pl.lit("")).otherwise(pl.col(S.TITLE)).alias(S.TITLE), pl.when(first_three).then(None).otherwise(pl.col(S.DESCRIPTION)).alias(S.DESCRIPTION))
+    items = items.with_columns(
+        pl.when(first_three).then(pl.lit("")).otherwise(pl.col(S.TITLE)).alias(S.TITLE),
+        pl.when(first_three).then(None).otherwise(pl.col(S.DESCRIPTION)).alias(S.DESCRIPTION),
+    )
     items.write_parquet(tmp_path / "items.parquet")
     events = pl.read_parquet(tiny_shop / "events")
     late = events.head(2).with_columns(pl.lit(dt.datetime(2099, 1, 1)).alias(S.TIMESTAMP))
     pl.concat([events, events.head(3), late]).write_parquet(tmp_path / "events.parquet")
-    result = run("score", "--model", exported_model, "--items", tmp_path / "items.parquet", "--events", tmp_path / "events.parquet", "--out", tmp_path / "recs.parquet", "--k", 3, "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        exported_model,
+        "--items",
+        tmp_path / "items.parquet",
+        "--events",
+        tmp_path / "events.parquet",
+        "--out",
+        tmp_path / "recs.parquet",
+        "--k",
+        3,
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "recs.manifest.json").read_text())
     assert manifest["dropped_rows"] == {"duplicate_event": 3, "future_timestamp": 2}
     assert manifest["repaired_rows"] == {"empty_text_item": 3}
     assert "dropped 3 exact duplicate event(s)" in result.output and "2 event(s) dated after now" in result.output
-    result = run("train", "--items", tmp_path / "items.parquet", "--events", tmp_path / "events.parquet", "--out", tmp_path / "model", "--config", tiny_config_file)
+    result = run(
+        "train",
+        "--items",
+        tmp_path / "items.parquet",
+        "--events",
+        tmp_path / "events.parquet",
+        "--out",
+        tmp_path / "model",
+        "--config",
+        tiny_config_file,
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["dropped_rows"] == {"duplicate_event": 3, "future_timestamp": 2}
@@ -214,9 +307,24 @@ def test_odd_and_huge_text_is_scored(tmp_path, tiny_shop, exported_model):
     descriptions = items[S.DESCRIPTION].to_list()
     for i, text in enumerate(odd):
         descriptions[i] = text
-    items = items.with_columns(pl.Series(S.DESCRIPTION, descriptions), pl.Series(S.TITLE, [*odd, *items[S.TITLE].to_list()[len(odd):]]))
+    items = items.with_columns(pl.Series(S.DESCRIPTION, descriptions), pl.Series(S.TITLE, [*odd, *items[S.TITLE].to_list()[len(odd) :]]))
     items.write_csv(tmp_path / "items.csv")
-    result = run("score", "--model", exported_model, "--items", tmp_path / "items.csv", "--events", tiny_shop / "events", "--out", tmp_path / "recs.parquet", "--k", 5, "--device", "cpu", "--no-cache")
+    result = run(
+        "score",
+        "--model",
+        exported_model,
+        "--items",
+        tmp_path / "items.csv",
+        "--events",
+        tiny_shop / "events",
+        "--out",
+        tmp_path / "recs.parquet",
+        "--k",
+        5,
+        "--device",
+        "cpu",
+        "--no-cache",
+    )
     assert result.exit_code == 0, result.output
     recs = pl.read_parquet(tmp_path / "recs.parquet")
     assert recs[S.SCORE].is_finite().all() and recs.height > 0
@@ -241,10 +349,16 @@ VALUE_STRATEGIES = {
     "epoch": (pl.Float64, st.floats(min_value=0, max_value=2e9)),
     "text": (pl.String, TEXT),
     "event": (pl.String, st.sampled_from(["click", "purchase", "impression", " Click ", "PURCHASE"])),
-    "date text": (pl.String, st.sampled_from(["2026-01-01", "2026-01-02 10:00:00", "2026-01-03T00:00:00+02:00", "1/2/2026", "noon", "1e9"])),
+    "date text": (
+        pl.String,
+        st.sampled_from(["2026-01-01", "2026-01-02 10:00:00", "2026-01-03T00:00:00+02:00", "1/2/2026", "noon", "1e9"]),
+    ),
     "datetime": (pl.Datetime("us"), st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1))),
     "datetime ms": (pl.Datetime("ms"), st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1))),
-    "datetime tz": (pl.Datetime("ns", "America/New_York"), st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1))),
+    "datetime tz": (
+        pl.Datetime("ns", "America/New_York"),
+        st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1)),
+    ),
     "date": (pl.Date, st.dates()),
     "bool": (pl.Boolean, st.booleans()),
     "list": (pl.List(pl.Int64), st.lists(st.integers(min_value=0, max_value=9), max_size=2)),
@@ -254,11 +368,19 @@ VALUE_STRATEGIES["id"] = (pl.Int64, st.integers(min_value=0, max_value=4))
 VALUE_STRATEGIES["text id"] = (pl.String, st.sampled_from(["0", "1", "a", "ü", "😀", " "]))
 # column -> value kinds that fit it (drawn most of the time); any other kind is drawn otherwise
 PLAUSIBLE = {
-    S.ITEM_ID: ["id", "text id"], S.USER_ID: ["id", "text id"],
-    S.TITLE: ["text"], S.DESCRIPTION: ["text"], S.CATEGORY: ["text"], S.DOMAIN: ["text"], S.PRICE: ["float"],
-    S.CREATED_AT: ["datetime", "date", "date text", "epoch"], S.EVENT: ["event"],
+    S.ITEM_ID: ["id", "text id"],
+    S.USER_ID: ["id", "text id"],
+    S.TITLE: ["text"],
+    S.DESCRIPTION: ["text"],
+    S.CATEGORY: ["text"],
+    S.DOMAIN: ["text"],
+    S.PRICE: ["float"],
+    S.CREATED_AT: ["datetime", "date", "date text", "epoch"],
+    S.EVENT: ["event"],
     S.TIMESTAMP: ["datetime", "datetime ms", "datetime tz", "date", "date text", "epoch", "int"],
-    S.SESSION_ID: ["text", "small int"], S.POSITION: ["small int", "int32"], "extra": sorted(VALUE_STRATEGIES),
+    S.SESSION_ID: ["text", "small int"],
+    S.POSITION: ["small int", "int32"],
+    "extra": sorted(VALUE_STRATEGIES),
 }
 REQUIRED = {*S.ITEM_REQUIRED, *S.EVENT_REQUIRED}
 ITEM_COLUMNS = [*S.ITEM_REQUIRED, *S.ITEM_OPTIONAL, "extra"]
@@ -325,7 +447,13 @@ def datasets(draw):
         S.TITLE: draw(st.lists(st.one_of(st.none(), TEXT), min_size=n_items, max_size=n_items)),
         S.CATEGORY: draw(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", ""])), min_size=n_items, max_size=n_items)),
         S.PRICE: draw(st.lists(st.one_of(st.none(), st.floats()), min_size=n_items, max_size=n_items)),
-        S.CREATED_AT: draw(st.lists(st.one_of(st.none(), st.datetimes(min_value=dt.datetime(2025, 12, 20), max_value=dt.datetime(2026, 1, 20))), min_size=n_items, max_size=n_items)),
+        S.CREATED_AT: draw(
+            st.lists(
+                st.one_of(st.none(), st.datetimes(min_value=dt.datetime(2025, 12, 20), max_value=dt.datetime(2026, 1, 20))),
+                min_size=n_items,
+                max_size=n_items,
+            )
+        ),
     }
     n = draw(st.integers(min_value=1, max_value=12))
     pool = [*item_ids, *(["zz"] if as_text else [99])]
@@ -333,7 +461,9 @@ def datasets(draw):
         S.USER_ID: draw(st.lists(ids, min_size=n, max_size=n).map(lambda v: [str(x) for x in v])),
         S.ITEM_ID: draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)),
         S.EVENT: draw(st.lists(st.sampled_from(["click", "purchase", "impression"]), min_size=n, max_size=n)),
-        S.TIMESTAMP: draw(st.lists(st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2026, 1, 12)), min_size=n, max_size=n)),
+        S.TIMESTAMP: draw(
+            st.lists(st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2026, 1, 12)), min_size=n, max_size=n)
+        ),
     }
     return pl.DataFrame(items, strict=False), pl.DataFrame(events, strict=False)
 
