@@ -1,6 +1,6 @@
 """REPORT_DIR: metrics.json for machines, report.md with tables and PNG plots for people.
 
-Every figure is drawn from the report dict that `recsys.evaluate.evaluate_pipeline` builds (and writes as
+Every figure is drawn from the report dict that `recsys.jobs.evaluate.evaluate` builds (and writes as
 metrics.json), so the plots, the tables and the JSON can never disagree.
 """
 
