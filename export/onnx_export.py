@@ -218,7 +218,7 @@ def check_parity(model, tokenizer, texts: list[str], folder: Path, precision: st
 
 def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str = "fp32", log=lambda message: None) -> dict:
     """Export MODEL_DIR to EXPORT_DIR (atomically: a failed export leaves no EXPORT_DIR behind)."""
-    from recsys.model_io import load_text_model
+    from recsys.model_io import deterministic, load_text_model
 
     if precision not in PRECISIONS:
         raise ArtifactError(f"precision must be one of {', '.join(PRECISIONS)}, found '{precision}'")
@@ -226,7 +226,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, precision: str =
     model_manifest = verify_model_dir(model_dir)
     model, tokenizer, config = load_text_model(model_dir)
     texts = read_json(model_dir / layout.PARITY_TEXTS_FILE)
-    with atomic_dir(out_dir) as tmp:
+    # torch's deterministic kernels for the parity reference too: the same MODEL_DIR exports byte-identically
+    with deterministic(0), atomic_dir(out_dir) as tmp:
         export_graphs(model, tokenizer, texts, tmp)
         encoder_cfg = model.items.encoder.config
         item_graph = graph_file(ITEM_ENCODER)

@@ -55,6 +55,11 @@ ItemsOpt = typer.Option(
 EventsOpt = typer.Option(..., "--events", help="Events file or directory of daily files: user_id, item_id, event, timestamp.")
 ConfigOpt = typer.Option(None, "--config", help="TOML config; defaults are used for what it does not set.")
 RegistryOpt = typer.Option(None, "--registry", help="Model registry folder (versions/, registry.json); created if missing.")
+SeedOpt = typer.Option(
+    None,
+    "--seed",
+    help="Seed of every random choice in training (text model and ranker); default: the config's. Same inputs, config and seed give byte-identical models on CPU.",
+)
 
 
 @app.command()
@@ -81,6 +86,7 @@ def train(
     out_dir: Path | None = typer.Option(None, "--out", help="MODEL_DIR to write (replaced atomically); optional with --registry."),
     config: Path | None = ConfigOpt,
     registry: Path | None = RegistryOpt,
+    seed: int | None = SeedOpt,
 ):
     """Fine-tune the multi-task text model, then the LightGBM ranker on the window after it.
 
@@ -90,7 +96,7 @@ def train(
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        result = run_train(items, events, out_dir=out_dir, registry=registry, config=config, progress=bar, log=_log)
+        result = run_train(items, events, out_dir=out_dir, registry=registry, config=config, seed=seed, progress=bar, log=_log)
     manifest = result["manifest"]
     ndcg = manifest["metrics"]["ranker_valid_ndcg@10"]
     if result["version"] is not None:
@@ -124,6 +130,7 @@ def retrain(
     test_days: float | None = typer.Option(
         None, "--test-days", help="Newest days held out to compare the two (default: retrain.test_days)."
     ),
+    seed: int | None = SeedOpt,
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (scoring the held-out days)."),
 ):
     """Gated retrain: train a challenger on fresh logs, compare it with the champion on the newest days, promote it only if it is no worse.
@@ -143,6 +150,7 @@ def retrain(
             config_path=config,
             tolerance=tolerance,
             test_days=test_days,
+            seed=seed,
             device=device,
             progress=bar,
             log=_log,
@@ -243,6 +251,7 @@ def evaluate(
         "--holdout-domain",
         help="Domain held out for the cross-domain run of --ablations (default: the one with the most test users).",
     ),
+    seed: int | None = SeedOpt,
 ):
     """Train on the events before a cutoff, test on the next period: every system, baseline, slice and plot in REPORT_DIR."""
     from recsys.jobs.evaluate import evaluate as run_evaluate
@@ -259,6 +268,7 @@ def evaluate(
             precision=precision,
             device=device,
             ablations=ablations,
+            seed=seed,
             holdout_domain=holdout_domain,
             progress=bar,
             log=_log,

@@ -6,6 +6,8 @@ Export depends on this module and on `recsys.model`, never on training (docs/ARC
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,25 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed Python, numpy and torch, and run torch's deterministic kernels inside the block.
+
+    On CPU, two trainings on the same inputs gave different weights in the last bits (a parallel
+    accumulation in backward sums in thread order), enough for LightGBM to choose 62 trees one run and 67
+    the next; with deterministic kernels they are bit-identical and no slower here. The previous setting
+    is restored on exit, so the flag never leaks into a caller's own torch code.
+    """
+    torch = torch_module()
+    previous = torch.are_deterministic_algorithms_enabled()
+    set_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def build_model(config: Config, encoder_folder: Path):

@@ -31,7 +31,7 @@ from typing import Any
 
 from recsys import __version__
 from recsys.contracts.config import load_config
-from recsys.contracts.errors import ArtifactError, RecsysError
+from recsys.contracts.errors import ArtifactError, ChampionChanged, RecsysError
 from recsys.contracts.files import MANIFEST, check_files, file_entry, read_json_object, sha256_file, staging_dir, verify_files, write_json
 from recsys.contracts.layout import CONFIG_FILE, EXPORT_KIND, MODEL_KIND, VERSION_KIND
 from recsys.contracts.layout import EXPORT_SUBDIR as EXPORT
@@ -42,6 +42,7 @@ VERSION_FILE = "version.json"
 VERSIONS_DIR = "versions"
 LOCK_FILE = ".lock"
 _VERSION_NAME = re.compile(r"^v(\d{4,})$")
+KEEP = object()  # `register(promote_over=KEEP)`: register only, whoever the champion is
 _PACKAGES = ("polars", "numpy", "lightgbm", "onnxruntime", "onnxruntime-gpu", "tokenizers", "torch", "transformers")
 
 
@@ -186,8 +187,24 @@ class Registry:
         with staging_dir(self.root / VERSIONS_DIR, prefix=".staging-", suffix="") as staging:
             yield staging
 
-    def register(self, staging: Path, *, created_by: str, parent: str | None = None, gate: dict | None = None) -> str:
-        """Describe the model/ and export/ in `staging` in version.json and rename it to the next version number."""
+    def register(
+        self,
+        staging: Path,
+        *,
+        created_by: str,
+        parent: str | None = None,
+        gate: dict | None = None,
+        promote_over: object = KEEP,
+        required: bool = True,
+        reason: str = "manual",
+    ) -> str:
+        """Describe the model/ and export/ in `staging` in version.json and rename it to the next version number.
+
+        With `promote_over` (a version, or None for "no champion yet"), the new version also becomes the
+        champion in the same locked step, and only if the champion is still `promote_over`: a gate is a
+        compare-and-swap on the champion it compared with. When the champion moved meanwhile, `required`
+        raises `ChampionChanged` with nothing registered; otherwise the version stays a candidate.
+        """
         model = verify_files(staging / MODEL, kind=MODEL_KIND)
         export = verify_files(staging / EXPORT, kind=EXPORT_KIND)
         if model["model_version"] != export["model_version"]:
@@ -213,25 +230,54 @@ class Registry:
             "files": {f"{part}/{MANIFEST}": file_entry(staging / part / MANIFEST) for part in (MODEL, EXPORT)},
         }
         with _locked(self.root):
+            champion = self.state().get("champion")
+            swap = promote_over is not KEEP and champion == promote_over
+            if promote_over is not KEEP and not swap and required:
+                raise ChampionChanged(
+                    f"{self.root}: the champion is now {champion or 'none'}, not {promote_over or 'none'} that this challenger "
+                    f"was compared with; nothing was registered (run it again to compare with {champion or 'an empty registry'})"
+                )
             names = self.version_names()
             version = f"v{(int(names[-1][1:]) + 1 if names else 1):04d}"
             manifest["version"] = version
             write_json(staging / VERSION_FILE, manifest)
             os.rename(staging, self.root / VERSIONS_DIR / version)  # a new name: never replaces a version
             self._append(action="register", version=version, details={"by": created_by, "model_version": manifest["model_version"]})
+            if swap:
+                self._promote_locked(version, reason=reason, gate=gate)
         return version
 
     def promote(self, version: str, *, reason: str = "manual") -> dict:
-        """Make `version` the champion (after verifying its files); returns the history entry."""
+        """Make `version` the champion (after verifying its files); returns the history entry.
+
+        Compare-and-swap like the gate: if the champion changes while the files are being verified (a
+        retrain promoted its challenger), nothing changes and `ChampionChanged` is raised.
+        """
+        seen = self.champion
         self.verify(version)
         with _locked(self.root):
-            state = self.state()
-            previous = state.get("champion")
-            if previous == version:
-                raise RecsysError(f"{self.root}: {version} is already the champion")
-            state["champion"] = version
-            state["lineage"] = [*state.get("lineage", []), version]
-            return self._append(action="promote", version=version, details={"previous": previous, "reason": reason}, state=state)
+            if self.state().get("champion") != seen:
+                raise ChampionChanged(
+                    f"{self.root}: the champion changed from {seen} to {self.champion} while {version} was being verified; run the command again"
+                )
+            return self._promote_locked(version, reason=reason, gate=self.manifest(version).get("gate"))
+
+    def _promote_locked(self, version: str, *, reason: str, gate: dict | None) -> dict:
+        """Caller holds the lock. The history entry names the champion replaced and the comparison that
+        `version` won (its gate), if it had one."""
+        state = self.state()
+        previous = state.get("champion")
+        if previous == version:
+            raise RecsysError(f"{self.root}: {version} is already the champion")
+        state["champion"] = version
+        state["lineage"] = [*state.get("lineage", []), version]
+        details = {"previous": previous, "reason": reason, "gated_against": None, "comparison": None}
+        if gate:
+            details["gated_against"] = gate.get("champion_version")
+            details["comparison"] = {
+                key: gate.get(key) for key in ("metric", "challenger", "champion", "tolerance", "queries", "cutoff", "end")
+            }
+        return self._append(action="promote", version=version, details=details, state=state)
 
     def rollback(self, *, reason: str = "manual") -> dict:
         """Make the previous champion the champion again (after verifying its files); returns the history entry."""

@@ -24,7 +24,7 @@ from recsys.contracts.config import Config
 from recsys.contracts.errors import RecsysError
 from recsys.contracts.layout import TOKENIZER_FILE
 from recsys.interactions import click_log, epoch_seconds, exposures, has_impressions, user_index_of
-from recsys.model_io import build_model, set_seed
+from recsys.model_io import build_model, deterministic
 from recsys.model_io import torch_module as _torch
 from serving.catalog import Catalog
 from serving.text import ItemTokenizer, item_texts
@@ -135,12 +135,19 @@ def train_text_model(
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda message: None,
 ):
-    """Fine-tune (or, with `model`, warm-start) the text model; returns (model, tokenizer, history dict)."""
+    """Fine-tune (or, with `model`, warm-start) the text model; returns (model, tokenizer, history dict).
+
+    Bit-reproducible on CPU for the same inputs, config and `train.seed` (`recsys.model_io.deterministic`).
+    """
+    configure_threads(config.train.threads)
+    with deterministic(config.train.seed):
+        return _train_text_model(events, catalog, config, encoder_folder=encoder_folder, model=model, progress=progress, log=log)
+
+
+def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *, encoder_folder: Path, model, progress, log):
     torch = _torch()
     from recsys.model import multitask_loss
 
-    configure_threads(config.train.threads)
-    set_seed(config.train.seed)
     tokenizer = ItemTokenizer(encoder_folder / TOKENIZER_FILE, config.model.max_length)
     if config.train.mlm_epochs > 0 and model is None:
         from recsys.pretrain import adapt_encoder

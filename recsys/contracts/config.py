@@ -101,6 +101,10 @@ class Config:
         data["tasks"] = [dataclasses.asdict(t) for t in self.tasks]
         return _drop_none(data)
 
+    def with_seed(self, seed: int | None) -> Config:
+        """The same config with every random seed (text model, ranker) set to `seed`; unchanged for None."""
+        return self if seed is None else self.replace(train={"seed": int(seed)}, ranker={"seed": int(seed)})
+
     def replace(self, **sections: Any) -> Config:
         """A copy with some fields of some sections changed: `cfg.replace(train={"epochs": 1})`."""
         data = self.to_dict()

@@ -46,3 +46,11 @@ class ChallengerRejected(RecsysError):
     def __init__(self, message: str, gate: dict | None = None):
         super().__init__(message)
         self.gate = gate or {}
+
+
+class ChampionChanged(RecsysError):
+    """The registry's champion changed while a job held its comparison: the challenger was gated against
+    a champion that is no longer the champion (another retrain, a `models promote` or `rollback` won the
+    race). Nothing was registered or promoted; running the job again compares with the new champion."""
+
+    exit_code = 11

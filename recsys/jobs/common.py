@@ -36,9 +36,10 @@ def noop(*args, **kwargs) -> None:
     return None
 
 
-def as_config(config: Config | str | Path | None) -> Config:
-    """A job's configuration: a `Config` as it is, else the TOML file it names (defaults for None)."""
-    return config if isinstance(config, Config) else load_config(config)
+def as_config(config: Config | str | Path | None, seed: int | None = None) -> Config:
+    """A job's configuration: a `Config` as it is, else the TOML file it names (defaults for None);
+    `seed`, when given, replaces every random seed in it."""
+    return (config if isinstance(config, Config) else load_config(config)).with_seed(seed)
 
 
 def load_inputs(items_path: str | Path, events_path: str | Path, log=noop) -> Dataset:
@@ -89,7 +90,7 @@ def train_model_dir(
     its baseline rankers on exactly the rows the shipped ranker learned from.
     """
     from recsys.encoder import resolve_encoder
-    from recsys.model_io import TorchInterestModel, load_text_model, save_text_model
+    from recsys.model_io import TorchInterestModel, deterministic, load_text_model, save_text_model
     from recsys.train import train_text_model
 
     started = time.perf_counter()
@@ -120,11 +121,16 @@ def train_model_dir(
         text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log
     )
     timings["text_model_s"] = round(time.perf_counter() - tic, 2)
+    # run times describe the run, not the model: they go to the manifest, never into a hashed file
+    timings["text_model_epochs_s"] = text_report["curves"].pop("seconds")
 
     tic = time.perf_counter()
     scorer = TorchInterestModel(model, tokenizer)
-    vectors = scorer.encode_items(item_texts(catalog.items), progress=progress)
-    frame = ranker_frame(scorer, catalog, events, data.items, cutoff=t1, end=end, config=config, item_vectors=vectors, progress=progress)
+    with deterministic(config.train.seed):
+        vectors = scorer.encode_items(item_texts(catalog.items), progress=progress)
+        frame = ranker_frame(
+            scorer, catalog, events, data.items, cutoff=t1, end=end, config=config, item_vectors=vectors, progress=progress
+        )
     if keep is not None:
         keep["ranker_frame"] = frame
     ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
@@ -142,12 +148,7 @@ def train_model_dir(
         ranker.save(tmp / layout.RANKER_FILE)
         write_json(tmp / layout.RANKER_FEATURES_FILE, list(RANKER_FEATURES))
         write_json(tmp / layout.PARITY_TEXTS_FILE, parity_texts)
-        metrics = {
-            "text_model": text_report,
-            "ranker": ranker.metrics_,
-            "candidate_recall": candidate_recall,
-            "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)},
-        }
+        metrics = {"text_model": text_report, "ranker": ranker.metrics_, "candidate_recall": candidate_recall}
         write_json(tmp / layout.METRICS_FILE, metrics)
         files += [layout.RANKER_FILE, layout.RANKER_FEATURES_FILE, layout.PARITY_TEXTS_FILE, layout.METRICS_FILE]
         hashes = file_entries(tmp, files)
@@ -160,6 +161,7 @@ def train_model_dir(
             "model_version": version,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": __version__,
+            "seed": {"train": config.train.seed, "ranker": config.ranker.seed},
             "warm_start": str(warm_start) if warm_start else None,
             "data_window": {"first_event": first.isoformat(), "text_model_until": t1.isoformat(), "ranker_until": end.isoformat()},
             "inputs": {"items": describe_input(items_path), "events": describe_input(events_path)},
@@ -171,6 +173,7 @@ def train_model_dir(
                 "text_valid_click_auc": text_report["curves"]["valid_click_auc"][-1],
             },
             "files": hashes,
+            "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 2)},
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest

@@ -52,6 +52,7 @@ def evaluate(
     device: str = "auto",
     ablations: bool = False,
     holdout_domain: str | None = None,
+    seed: int | None = None,
     progress=None,
     log=noop,
 ) -> dict:
@@ -61,7 +62,7 @@ def evaluate(
     cross-domain run (a domain held out entirely); each costs about as much as the main training.
     """
     started = time.perf_counter()
-    config = as_config(config)
+    config = as_config(config, seed)
     out_dir = Path(out_dir)
     data = load_inputs(items_path, events_path, log)
     cutoff, end = split_test_period(data.events, test_days=test_days, cutoff=parse_cutoff(cutoff), source=events_path)
@@ -126,7 +127,7 @@ def evaluate(
                 )
 
     model_metrics = read_json(artifacts / "model" / layout.METRICS_FILE)
-    timings.update({f"train.{k}": v for k, v in model_metrics.get("timings_s", {}).items()})
+    timings.update({f"train.{k}": v for k, v in train_manifest.get("timings_s", {}).items() if not isinstance(v, list)})
     timings.update({f"score.{k}": v for k, v in evaluation["timings"].items()})
     timings["total_s"] = round(time.perf_counter() - started, 2)
     aucs = evaluation["aucs"]

@@ -1,5 +1,9 @@
 """`recsys retrain`: the gated retrain that replaces a champion only if the challenger is no worse.
 
+With a registry the gate is a compare-and-swap: the challenger is promoted only over the champion it was
+compared with (`Registry.register(promote_over=...)`); if a concurrent retrain, `models promote` or
+`rollback` changed the champion meanwhile, nothing is registered and the job exits 11.
+
 The gate (`recsys retrain`): hold out the newest `retrain.test_days` days of the fresh log; train the
 challenger on everything before them, warm-started from the champion; export it; score both models on the
 held-out days with `recsys.evaluate.evaluate_export` (the code `recsys evaluate` runs); promote the challenger
@@ -37,15 +41,16 @@ def retrain(
     config_path: str | Path | None = None,
     tolerance: float | None = None,
     test_days: float | None = None,
+    seed: int | None = None,
     device: str = "auto",
     progress=None,
     log=noop,
 ) -> dict:
-    """`recsys retrain`: the gate's settings from `config_path` (default: the champion's own config) with
-    `tolerance` and `test_days` overriding it, then `gated_retrain`."""
+    """`recsys retrain`: the settings from `config_path` (default: the champion's own config) with
+    `tolerance`, `test_days` and `seed` overriding it, then `gated_retrain`."""
     config = None
-    if config_path is not None or tolerance is not None or test_days is not None:
-        config = load_config(config_path or _champion_config(model_dir, registry))
+    if config_path is not None or tolerance is not None or test_days is not None or seed is not None:
+        config = load_config(config_path or _champion_config(model_dir, registry)).with_seed(seed)
         overrides = {k: v for k, v in (("tolerance", tolerance), ("test_days", test_days)) if v is not None}
         config = config.replace(retrain=overrides) if overrides else config
     return gated_retrain(
@@ -190,12 +195,21 @@ def gated_retrain(
         log(f"gate: {gate['decision']}: {why}")
 
         version = None
-        if reg is not None:
+        if reg is not None and promote:
+            # compare-and-swap: registered and promoted in one locked step, only over the champion it was
+            # compared with; if another job changed the champion meanwhile, ChampionChanged (exit 11) and
+            # the registry is left as it was
+            version = reg.register(
+                staging,
+                created_by="retrain",
+                parent=champion_version,
+                gate=gate,
+                promote_over=champion_version,
+                reason=f"retrain gate: {why}",
+            )
+        elif reg is not None:
             version = reg.register(staging, created_by="retrain", parent=champion_version, gate=gate)
-            if promote:
-                reg.promote(version, reason=f"retrain gate: {why}")
-            else:
-                reg.record("reject", version, reason=why, champion=champion_version)
+            reg.record("reject", version, reason=why, champion=champion_version)
         if promote and out_dir is not None:
             if reg is not None:
                 copy_dir(reg.model_dir(version), out_dir)

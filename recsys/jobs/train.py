@@ -20,14 +20,15 @@ def train(
     out_dir: str | Path | None = None,
     registry: str | Path | None = None,
     config: Config | str | Path | None = None,
+    seed: int | None = None,
     progress=None,
     log=noop,
 ) -> dict:
-    """Train into `out_dir`, or into `registry` (and `out_dir` if given too).
+    """Train into `out_dir`, or into `registry` (and `out_dir` if given too); `seed` replaces the config's seeds.
 
     Returns {"manifest", "version", "champion"}; the last two are None without a registry.
     """
-    config = as_config(config)
+    config = as_config(config, seed)
     if registry is not None:
         return train_and_register(items_path, events_path, config, registry=registry, out_dir=out_dir, progress=progress, log=log)
     if out_dir is None:
@@ -59,9 +60,9 @@ def train_and_register(
         export_model(staging / MODEL, staging / EXPORT, precision=config.retrain.precision, log=log)
         if out_dir is not None:
             copy_dir(staging / MODEL, out_dir)
-        version = reg.register(staging, created_by="train")
-    log(f"registered {version} in {reg.root}")
-    if reg.champion is None:
-        reg.promote(version, reason="first version of the registry")
-        log(f"{version} is the champion (first version)")
-    return {"version": version, "champion": reg.champion, "manifest": manifest}
+        # the first version of a registry becomes its champion, in the same locked step as its registration
+        # (two first trainings racing: one champion, the other a candidate)
+        version = reg.register(staging, created_by="train", promote_over=None, required=False, reason="first version of the registry")
+    champion = reg.champion
+    log(f"registered {version} in {reg.root}" + (" as its champion (first version)" if champion == version else ""))
+    return {"version": version, "champion": champion, "manifest": manifest}

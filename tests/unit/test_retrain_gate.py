@@ -3,9 +3,16 @@ promoted; both compared with `evaluate_export` on the newest days that neither m
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import queue
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +221,108 @@ def test_retrain_needs_a_champion(tmp_path, shop):
     Registry.create(tmp_path / "registry")
     result = run("retrain", "--registry", tmp_path / "registry", "--items", shop / "items.parquet", "--events", shop / "events")
     assert result.exit_code == 2 and "no champion" in result.output
+
+
+# --- the gate is a compare-and-swap: real processes racing on one registry --------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+RACE_TIMEOUT_S = 300  # per process; a tiny retrain takes seconds
+
+
+def _retrain_process(registry: Path, shop: Path, config: Path) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "retrain",
+        "--registry",
+        str(registry),
+        "--items",
+        str(shop / "items.parquet"),
+        "--events",
+        str(shop / "events"),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+    ]
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("recsys:")]
+
+
+def _assert_gated_promotions_replaced_what_they_were_compared_with(reg: Registry) -> None:
+    promotions = [entry for entry in reg.state()["history"] if entry["action"] == "promote"]
+    assert promotions
+    for entry in promotions:
+        if entry["reason"].startswith("retrain gate"):
+            assert entry["gated_against"] is not None or entry["previous"] is None
+            assert entry["previous"] == entry["gated_against"], entry
+            assert entry["comparison"]["metric"] == "ndcg@10" and entry["comparison"]["challenger"] is not None
+
+
+@pytest.mark.parametrize("round_", range(2))  # a bounded number of rounds, each two processes
+def test_two_retrains_started_together_promote_at_most_one_challenger(tmp_path, champion_registry, shop, tiny_config, round_):
+    registry = tmp_path / "registry"
+    shutil.copytree(champion_registry, registry)
+    config = _configs(tmp_path, tiny_config)
+    processes = [_retrain_process(registry, shop, config) for _ in range(2)]
+    results = [(p.wait(timeout=RACE_TIMEOUT_S), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in results)
+    # both challengers pass the gate against v0001; the first to finish promotes, the other finds the champion moved
+    assert codes == [0, 11], results
+    loser = next(stderr for code, stderr in results if code == 11)
+    assert len(_errors(loser)) == 1 and "not v0001 that this challenger was compared with" in _errors(loser)[0], loser
+    assert "Traceback" not in loser
+    reg = Registry(registry)
+    assert reg.version_names() == ["v0001", "v0002"], "the loser registered nothing"
+    assert reg.champion == "v0002" and reg.manifest("v0002")["gate"]["champion_version"] == "v0001"
+    assert not list((registry / "versions").glob(".staging-*")), "no staging folder left"
+    _assert_gated_promotions_replaced_what_they_were_compared_with(reg)
+
+
+def test_a_promote_during_a_retrain_makes_the_retrain_give_way(tmp_path, champion_registry, shop, tiny_config_file, tiny_config):
+    registry = tmp_path / "registry"
+    shutil.copytree(champion_registry, registry)
+    early = tmp_path / "events-early"
+    early.mkdir()
+    for day in sorted((shop / "events").iterdir())[:-2]:
+        shutil.copy(day, early / day.name)
+    assert (
+        run("train", "--items", shop / "items.parquet", "--events", early, "--registry", registry, "--config", tiny_config_file).exit_code
+        == 0
+    )
+    assert Registry(registry).status("v0002") == "candidate"
+
+    retrain = _retrain_process(registry, shop, _configs(tmp_path, tiny_config))
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in retrain.stderr], daemon=True)
+    reader.start()
+    deadline = time.monotonic() + RACE_TIMEOUT_S
+    seen = []
+    while not any("challenger: training on events before" in line for line in seen):  # it has read the champion
+        assert time.monotonic() < deadline and retrain.poll() is None, "".join(seen)
+        with contextlib.suppress(queue.Empty):
+            seen.append(lines.get(timeout=1))
+    promoted = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "models", "promote", "v0002", "--registry", str(registry)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert promoted.returncode == 0, promoted.stderr
+    code = retrain.wait(timeout=RACE_TIMEOUT_S)
+    reader.join(timeout=10)
+    stderr = "".join(seen) + "".join(lines.queue)
+    assert code == 11, stderr
+    assert "the champion is now v0002, not v0001" in stderr and "Traceback" not in stderr
+    reg = Registry(registry)
+    assert reg.champion == "v0002" and reg.version_names() == ["v0001", "v0002"]
+    history = reg.state()["history"]
+    assert history[-1]["action"] == "promote" and history[-1]["version"] == "v0002" and history[-1]["previous"] == "v0001"
+    _assert_gated_promotions_replaced_what_they_were_compared_with(reg)
