@@ -227,3 +227,16 @@ def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_m
     assert runs[True].equals(runs[False])
     cold = runs[True].filter(pl.col(S.USER_ID) >= 10_000_000)
     assert cold[S.USER_ID].n_unique() == 3 and cold.group_by(S.RANK).agg(pl.col(S.ITEM_ID).n_unique())[S.ITEM_ID].max() == 1
+
+
+def test_the_torch_and_onnx_models_satisfy_one_interface(exported_model, trained_model):
+    from recsys.contracts.interest import InterestModel
+    from recsys.model_io import TorchInterestModel, load_text_model
+    from serving.onnx_model import OnnxInterestModel
+
+    model, tokenizer, _ = load_text_model(trained_model)
+    torch_model, onnx_model = TorchInterestModel(model, tokenizer), OnnxInterestModel(exported_model)
+    assert isinstance(torch_model, InterestModel) and isinstance(onnx_model, InterestModel)
+    assert not isinstance(object(), InterestModel)
+    texts = ["red shoe", "blue hat"]
+    assert torch_model.encode_items(texts).shape == onnx_model.encode_items(texts).shape == (2, torch_model.dim)
