@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,18 +30,28 @@ err = Console(stderr=True)
 
 
 def guarded(func):
-    """Turn RecsysError into `recsys: <message>` and its exit code."""
+    """Turn RecsysError into `recsys: <message>` and its exit code; SIGTERM and SIGINT into `Interrupted`
+    raised where the job is, so every staging context on the way out removes what it made (exit 143/130)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from recsys.contracts.errors import RecsysError
+        from recsys.contracts.errors import Interrupted, RecsysError
 
+        def stop(signum, frame):
+            for name in (signal.SIGTERM, signal.SIGINT):  # the clean-up itself is not interrupted again
+                signal.signal(name, signal.SIG_IGN)
+            raise Interrupted(signum)
+
+        previous = {name: signal.signal(name, stop) for name in (signal.SIGTERM, signal.SIGINT)}
         try:
             return func(*args, **kwargs)
         except RecsysError as exc:
             message = " ".join(str(exc).split())
             err.print(f"[bold red]recsys:[/bold red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        finally:
+            for name, handler in previous.items():
+                signal.signal(name, handler)
 
     return wrapper
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recsys.contracts.errors import DeviceError
 from recsys.contracts.files import read_json_object, verify_files
 from recsys.contracts.layout import EXPORT_KIND, RANKER_FILE, SERVING_CONFIG_FILE
-from serving.onnx_model import OnnxInterestModel, choose_providers
+from serving.onnx_model import CUDA, OnnxInterestModel, choose_providers
 from serving.ranking import LambdaRanker
 
 
@@ -26,6 +27,11 @@ def open_export(
     model = OnnxInterestModel(
         export_dir, providers=choose_providers(device), precision=manifest["precision"], threads=threads, max_length=config["max_length"]
     )
+    # ONNX Runtime falls back to the CPU silently when the CUDA libraries or the GPU are missing
+    if device == "cuda" and model.provider != CUDA:
+        raise DeviceError(
+            f"--device cuda: ONNX Runtime runs on {model.provider}, not CUDA (no usable GPU or CUDA libraries); use --device auto or cpu"
+        )
     return model, LambdaRanker.load(export_dir / RANKER_FILE, config["ranker_features"], threads=threads)
 
 

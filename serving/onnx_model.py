@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.contracts.errors import ArtifactError
+from recsys.contracts.errors import ArtifactError, DeviceError
 from recsys.contracts.files import read_json_object
 from recsys.contracts.layout import ITEM_ENCODER, SCORER, SERVING_CONFIG_FILE, TOKENIZER_FILE, USER_ENCODER, graph_file
 from serving.text import ItemTokenizer
@@ -32,7 +32,7 @@ def choose_providers(device: str) -> list[str]:
         return [CPU]
     if device == "cuda":
         if CUDA not in available:
-            raise ArtifactError(f"--device cuda: this onnxruntime has no CUDA provider (available: {', '.join(available)})")
+            raise DeviceError(f"--device cuda: this onnxruntime has no CUDA provider (available: {', '.join(available)})")
         return [CUDA, CPU]
     if device == "auto":
         return [CUDA, CPU] if CUDA in available and _cuda_visible() else [CPU]

@@ -21,6 +21,11 @@ class SchemaError(RecsysError):
         super().__init__(text)
 
 
+class UsageError(RecsysError):
+    """The command's options cannot work together or with the file system: an output that would replace
+    an input, a destination that is a folder where a file is needed, a folder that cannot be written."""
+
+
 class ConfigError(RecsysError):
     """A configuration file or option is wrong."""
 
@@ -54,3 +59,35 @@ class ChampionChanged(RecsysError):
     race). Nothing was registered or promoted; running the job again compares with the new champion."""
 
     exit_code = 11
+
+
+class WriteError(RecsysError):
+    """Writing an output failed in the file system: no space left, permission denied, a read-only file
+    system, an I/O error. Names the destination and the OS's reason; the staging entry is removed and
+    whatever was at the destination before is unchanged."""
+
+    exit_code = 5
+
+    def __init__(self, path: object, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: cannot write: {reason}; nothing was changed at the destination")
+
+
+class DeviceError(RecsysError):
+    """A device that was asked for explicitly (`--device cuda`) is not the one ONNX Runtime runs on."""
+
+    exit_code = 6
+
+
+class Interrupted(RecsysError):
+    """The job was stopped by SIGTERM or SIGINT; its staging entries were removed on the way out.
+    Exit code 128 + the signal's number, as a shell reports a process killed by it (143, 130)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; temporary files were removed and nothing was changed at the destination"
+        )

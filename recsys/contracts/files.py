@@ -1,7 +1,10 @@
 """Files every room writes and reads: atomic writes, staging folders, content hashes, hash-checked folders.
 
 A crash never leaves a half-written file under a final name: files and folders are written beside their
-destination (same file system) and renamed into place when complete. Every artifact folder lists its
+destination (same file system) and renamed into place when complete. Staging entries carry the pid of
+the process that made them, so the next run can remove what a killed process left (`sweep_leftovers`).
+A write that fails in the file system (no space, permission, read-only, I/O error) becomes a
+`WriteError` naming the destination and the OS's reason. Every artifact folder lists its
 files as `{name: file_entry}` in `manifest.json`; `verify_files` checks them before anything is loaded.
 See docs/ARCHITECTURE.md, "Artifacts".
 """
@@ -9,18 +12,54 @@ See docs/ARCHITECTURE.md, "Artifacts".
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from recsys.contracts.errors import ArtifactError
+from recsys.contracts.errors import ArtifactError, WriteError
 
 MANIFEST = "manifest.json"
+# what a failing write reports: the OS's error number, in Python's, Rust's (polars, safetensors) or C's words
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EFBIG}
+_ERRNO_IN_TEXT = re.compile(r"os error (\d+)|code: (\d+)|\[Errno (\d+)\]")
+
+
+def write_error(exc: BaseException, destination: str | Path) -> WriteError | None:
+    """`exc` as a WriteError for `destination` when it is the file system refusing a write, else None."""
+    if isinstance(exc, WriteError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return WriteError(destination, os.strerror(exc.errno))
+    if isinstance(exc, Exception):
+        for match in _ERRNO_IN_TEXT.finditer(str(exc)):
+            number = int(next(g for g in match.groups() if g))
+            if number in _WRITE_ERRNOS:
+                return WriteError(destination, os.strerror(number))
+    return None
+
+
+@contextlib.contextmanager
+def writing(destination: str | Path) -> Iterator[None]:
+    """Inside the block, a write the file system refuses surfaces as one WriteError for `destination`."""
+    try:
+        yield
+    except Exception as exc:
+        error = write_error(exc, destination)
+        if error is None or error is exc:
+            raise
+        raise error from None
+
+
+def _owned(prefix: str) -> str:
+    """A staging name's prefix with this process's pid in it (see `sweep_leftovers`)."""
+    return f"{prefix}{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -30,8 +69,9 @@ def staging_dir(parent: str | Path, prefix: str, suffix: str = ".tmp") -> Iterat
     What the block wants to keep it renames out of the folder (same file system) before the end.
     """
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    with writing(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_owned(prefix), suffix=suffix, dir=parent))
     try:
         yield tmp
     finally:
@@ -42,15 +82,17 @@ def staging_dir(parent: str | Path, prefix: str, suffix: str = ".tmp") -> Iterat
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_owned(f".{path.name}."), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        with writing(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -59,7 +101,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
-    with staging_dir(path.parent, prefix=f".{path.name}.") as tmp:
+    with staging_dir(path.parent, prefix=f".{path.name}.") as tmp, writing(path):
         yield tmp
         install_dir(tmp, path)
 
@@ -68,8 +110,8 @@ def install_dir(src: str | Path, path: str | Path) -> None:
     """Move the complete folder `src` (same file system) to `path`, replacing any folder there by renames."""
     src, path = Path(src), Path(path)
     if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        # killed between the two renames, the old folder waits under this name: `sweep_leftovers` puts it back
+        old = path.with_name(f"{_owned(f'.{path.name}.old-')}swap.tmp")
         os.replace(path, old)
         os.replace(src, path)
         shutil.rmtree(old, ignore_errors=True)
@@ -164,3 +206,40 @@ def describe_input(path: str | Path) -> dict[str, Any]:
         digest.update(sha256_file(file).encode())
         size += file.stat().st_size
     return {"path": str(path), "files": len(files), "bytes": size, "sha256": digest.hexdigest()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_leftovers(folder: str | Path, *, names: str | None = None) -> list[Path]:
+    """Remove the staging entries in `folder` whose process no longer runs (SIGKILL, power loss), for the
+    destination `names` only when given; a folder swap cut between its two renames is finished by putting
+    the old folder back. Entries of live processes are never touched. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    lead = re.escape(f".{names}.") if names is not None else r"\..+?\."
+    pattern = re.compile(rf"^(?:{lead}(?P<old>old-)?|\.staging-)(?:[a-z]+-)?(?P<pid>\d+)-.*(?:\.tmp)?$")
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = pattern.match(entry.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        if match["old"]:
+            original = folder / entry.name[1:].split(".old-")[0]
+            if not original.exists():
+                os.replace(entry, original)  # the new folder never made it: the old one is the destination again
+                continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -35,6 +35,7 @@ from recsys.evaluate import (
     truth_folder,
 )
 from recsys.jobs.common import as_config, load_inputs, noop, train_model_dir
+from recsys.jobs.paths import Output, check_paths
 from recsys.report import write_report
 
 __all__ = ["evaluate", "headline_columns", "headline_rows"]  # the CLI prints the headline table
@@ -62,6 +63,8 @@ def evaluate(
     cross-domain run (a domain held out entirely); each costs about as much as the main training.
     """
     started = time.perf_counter()
+    inputs = {"--items": items_path, "--events": events_path, "--config": config if isinstance(config, (str, Path)) else None}
+    check_paths(inputs, [Output("--out", out_dir, "dir")])
     config = as_config(config, seed)
     out_dir = Path(out_dir)
     data = load_inputs(items_path, events_path, log)

@@ -26,6 +26,8 @@ from recsys.contracts.layout import CONFIG_FILE
 from recsys.contracts.timeline import just_after, time_bounds
 from recsys.evaluate import evaluate_export
 from recsys.jobs.common import load_inputs, noop, train_model_dir
+from recsys.jobs.paths import Output, check_paths
+from recsys.jobs.train import train_and_register
 from recsys.registry import EXPORT, MODEL, Registry
 
 GATE_METRIC = "ndcg@10"
@@ -48,6 +50,11 @@ def retrain(
 ) -> dict:
     """`recsys retrain`: the settings from `config_path` (default: the champion's own config) with
     `tolerance`, `test_days` and `seed` overriding it, then `gated_retrain`."""
+    inputs = {"--items": items_path, "--events": events_path, "--model": model_dir, "--config": config_path}
+    # --out equal to --model is the contract's retrain in place: the model is replaced atomically if promoted
+    check_paths(
+        inputs, [Output("--out", out_dir, "dir"), Output("--registry", registry, "dir", store=True)], may_replace=(("--out", "--model"),)
+    )
     config = None
     if config_path is not None or tolerance is not None or test_days is not None or seed is not None:
         config = load_config(config_path or _champion_config(model_dir, registry)).with_seed(seed)
@@ -108,8 +115,16 @@ def gated_retrain(
     registered (status "rejected") for inspection, `out_dir` is left untouched and `ChallengerRejected`
     (exit code 10) is raised after everything is recorded. Returns the gate report.
     """
-    # nothing is created before the input is validated: a registry that does not exist yet is made at the end
-    reg = Registry(registry) if registry is not None and (model_dir is None or Registry.is_registry(registry)) else None
+    first_night = registry is not None and (not Registry.is_registry(registry) or Registry(registry).champion is None)
+    if first_night and model_dir is None:
+        # an empty registry and nothing to start from: the first model is trained and becomes the champion
+        log(f"{registry} has no champion yet: training the first model (nothing to compare it with)")
+        result = train_and_register(
+            items_path, events_path, config or load_config(None), registry=registry, out_dir=out_dir, progress=progress, log=log
+        )
+        return {"decision": "promoted", "reason": "first model of an empty registry, nothing to compare with", "version": result["version"]}
+    # nothing is created before the input is validated: a registry that does not exist yet is made later
+    reg = Registry(registry) if registry is not None and Registry.is_registry(registry) else None
     champion_version = reg.champion if reg is not None else None
     if champion_version is not None:
         reg.verify(champion_version)
@@ -118,8 +133,7 @@ def gated_retrain(
         champion_model = Path(model_dir)
         verify_model_dir(champion_model)
     else:
-        where = f"the registry {registry} has no champion and " if registry is not None else ""
-        raise RecsysError(f"{where}no --model was given: nothing to retrain from or compare with; train one with `recsys train`")
+        raise RecsysError("no --model was given: nothing to retrain from or compare with; train one with `recsys train`")
     if out_dir is None and registry is None:
         raise RecsysError("retrain needs --out (a MODEL_DIR) or --registry to put the challenger in")
     warm_start = Path(model_dir) if model_dir is not None else champion_model
@@ -151,6 +165,11 @@ def gated_retrain(
 
     if registry is not None and reg is None:
         reg = Registry.create(registry)
+    if first_night:
+        # the first night of the nightly recipe: --model becomes the registry's first champion before the
+        # challenger is gated against it, so the registry has a champion to score whatever the gate decides
+        champion_version = _register_first_champion(reg, champion_model, precision=settings.precision, log=log)
+        champion_model = reg.model_dir(champion_version)
     staging_context = reg.stage() if reg is not None else staging_dir(Path(out_dir).parent, prefix=f".{Path(out_dir).name}.retrain-")
     with staging_context as staging, tempfile.TemporaryDirectory(prefix="recsys-champion-") as scratch:
         log(f"challenger: training on events before {cutoff:%Y-%m-%d %H:%M}, warm start from {warm_start}")
@@ -223,6 +242,18 @@ def gated_retrain(
             f"challenger rejected: {why} on {gate['queries']} users of the last {gate['test_days']:g} day(s); {kept} kept{where}", gate
         )
     return gate
+
+
+def _register_first_champion(reg: Registry, model_dir: Path, *, precision: str, log) -> str:
+    """Export `model_dir` and register it as the champion of an empty registry; returns its version."""
+    with reg.stage() as staging:
+        copy_dir(model_dir, staging / MODEL)
+        export_model(staging / MODEL, staging / EXPORT, precision=precision, log=log)
+        version = reg.register(
+            staging, created_by="retrain", promote_over=None, reason=f"first champion of the registry: --model {model_dir}"
+        )
+    log(f"{version} ({model_dir}) is the first champion of {reg.root}")
+    return version
 
 
 def _record_gate(model_dir: Path, gate: dict) -> None:

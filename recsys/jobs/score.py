@@ -24,11 +24,12 @@ import polars as pl
 from recsys import __version__
 from recsys.contracts import schema as S
 from recsys.contracts.config import CandidateConfig
-from recsys.contracts.errors import SchemaError
-from recsys.contracts.files import atomic_path, describe_input, read_json, write_json
+from recsys.contracts.errors import Interrupted, SchemaError, WriteError
+from recsys.contracts.files import atomic_path, describe_input, read_json, write_json, writing
 from recsys.contracts.timeline import just_after
 from recsys.data import read_table
 from recsys.jobs.common import load_inputs, noop
+from recsys.jobs.paths import Output, check_paths
 from recsys.registry import resolve_export_dir
 from serving.artifacts import open_export, read_export
 from serving.cache import ItemVectorCache, encoder_key
@@ -87,8 +88,13 @@ def score(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out)
-    export_dir = resolve_export_dir(model, log=log)
     cache_dir = default_cache_dir() if cache_dir == DEFAULT_CACHE else cache_dir
+    inputs = {"--model": model, "--items": items_path, "--events": events_path, "--users": users_path}
+    check_paths(
+        inputs,
+        [Output("--out", out, "file"), Output("--out", _manifest_path(out), "file"), Output("--cache-dir", cache_dir, "dir", store=True)],
+    )
+    export_dir = resolve_export_dir(model, log=log)
     data = load_inputs(items_path, events_path)  # bad input fails first, before any model is loaded
     user_ids = _users_to_score(users_path, data.events)
     manifest, config = read_export(export_dir)  # a damaged export fails here, before any work is done
@@ -142,39 +148,72 @@ def score(
         hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest(),
     )
     parts_dir = out.with_name(f".{out.name}.parts")
-    if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
-        shutil.rmtree(parts_dir)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    write_json(parts_dir / "plan.json", {"plan": plan})
-    n_chunks = max(1, -(-user_ids.len() // chunk_users))
-    done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
-    if done:
-        log(f"resuming: {len(done)} of {n_chunks} chunks already done")
+    try:
+        if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
+            shutil.rmtree(parts_dir)
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        write_json(parts_dir / "plan.json", {"plan": plan})
+        n_chunks = max(1, -(-user_ids.len() // chunk_users))
+        done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
+        if done:
+            log(f"resuming: {len(done)} of {n_chunks} chunks already done")
 
-    tic = time.perf_counter()
-    # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
-    # list of users without a past) is ranked once
-    for number, frame in rank_chunks(
-        model,
-        ranker,
-        snapshot,
-        tables,
-        user_ids,
-        k=k,
-        candidates=candidates,
-        history_length=config["history_length"],
-        chunk_users=chunk_users,
-        skip=frozenset(done),
-    ):
-        with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
-            frame.write_parquet(tmp)
-        if progress:
-            progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
-    timings["rank_s"] = round(time.perf_counter() - tic, 3)
+        tic = time.perf_counter()
+        # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
+        # list of users without a past) is ranked once
+        for number, frame in rank_chunks(
+            model,
+            ranker,
+            snapshot,
+            tables,
+            user_ids,
+            k=k,
+            candidates=candidates,
+            history_length=config["history_length"],
+            chunk_users=chunk_users,
+            skip=frozenset(done),
+        ):
+            with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
+                frame.write_parquet(tmp)
+            if progress:
+                progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
+        timings["rank_s"] = round(time.perf_counter() - tic, 3)
 
-    tic = time.perf_counter()
-    rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], out)
-    timings["write_s"] = round(time.perf_counter() - tic, 3)
+        tic = time.perf_counter()
+        # the recommendations and their manifest are both written in full before either is renamed into place
+        with atomic_path(out) as staged:
+            rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], staged)
+            timings["write_s"] = round(time.perf_counter() - tic, 3)
+            result = _write_manifest(
+                out,
+                rows=rows,
+                users=users,
+                timings=timings,
+                started=started,
+                manifest=manifest,
+                inputs=inputs,
+                k=k,
+                user_ids=user_ids,
+                report=report,
+                cutoff=cutoff,
+                model=model,
+                cache_stats=cache_stats,
+                n_chunks=n_chunks,
+                done=done,
+            )
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        return result
+    except (WriteError, Interrupted):
+        # a clean stop or a write failure: nothing is left beside the destination (the finished parts go
+        # too, which also frees the space); a crash or SIGKILL keeps them and the next run resumes from them
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        raise
+
+
+def _write_manifest(
+    out, *, rows, users, timings, started, manifest, inputs, k, user_ids, report, cutoff, model, cache_stats, n_chunks, done
+) -> dict:
+    """Write `<name>.manifest.json` for the recommendations being written to `out`; returns it."""
     scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
     result = {
         "kind": "recsys-recommendations",
@@ -198,15 +237,19 @@ def score(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
     }
-    write_json(out.with_name(out.name.removesuffix(".parquet") + ".manifest.json"), result)
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    write_json(_manifest_path(out), result)
     return result
 
 
+def _manifest_path(out: Path) -> Path:
+    """`<name>.manifest.json` beside `<name>.parquet`."""
+    return out.with_name(out.name.removesuffix(".parquet") + ".manifest.json")
+
+
 def _merge_parts(parts: list[Path], out: Path) -> tuple[int, int]:
-    """Concatenate the chunk parts into `out` with a streaming sink (memory bounded), atomically."""
+    """Concatenate the chunk parts into `out` with a streaming sink (memory bounded)."""
     scan = pl.concat([pl.scan_parquet(part) for part in parts])
-    with atomic_path(out) as tmp:
-        scan.sink_parquet(tmp)
+    with writing(out):
+        scan.sink_parquet(out)
     counts = pl.scan_parquet(out).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
     return int(counts["rows"][0]), int(counts["users"][0])

@@ -217,10 +217,33 @@ def test_without_a_registry_a_rejected_challenger_leaves_model_dir_alone(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["challenger.toml", "model"], "no staging folder left"
 
 
-def test_retrain_needs_a_champion(tmp_path, shop):
-    Registry.create(tmp_path / "registry")
-    result = run("retrain", "--registry", tmp_path / "registry", "--items", shop / "items.parquet", "--events", shop / "events")
-    assert result.exit_code == 2 and "no champion" in result.output
+def test_the_first_night_on_an_empty_registry_trains_the_first_champion(tmp_path, shop, tiny_config_file):
+    registry = tmp_path / "registry"
+    result = run(
+        "retrain", "--registry", registry, "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file
+    )
+    assert result.exit_code == 0, result.output
+    reg = Registry(registry)
+    assert reg.champion == "v0001" and reg.state()["history"][-1]["reason"] == "first version of the registry"
+    assert run("retrain", "--out", tmp_path / "m", "--items", shop / "items.parquet", "--events", shop / "events").exit_code == 2
+
+
+def test_a_first_night_with_model_registers_it_before_the_gate(tmp_path, champion_registry, shop, tiny_config):
+    """--model on an empty registry: the model becomes the first champion, so even a losing challenger leaves
+    a registry that `score` can use."""
+    model = tmp_path / "last-night"
+    shutil.copytree(Registry(champion_registry).model_dir("v0001"), model)
+    crippled = _configs(tmp_path, tiny_config, candidates={"text": 10, "covisit": 0, "popular": 0, "new": 0})
+    registry = tmp_path / "new-registry"
+    args = ["--items", shop / "items.parquet", "--events", shop / "events"]
+    result = run("retrain", "--registry", registry, "--model", model, *args, "--config", crippled, "--device", "cpu")
+    assert result.exit_code == 10, result.output
+    reg = Registry(registry)
+    assert reg.champion == "v0001" and reg.status("v0002") == "rejected"
+    assert reg.manifest("v0001")["model_version"] == json.loads((model / "manifest.json").read_text())["model_version"]
+    assert reg.manifest("v0002")["gate"]["champion_version"] == "v0001"
+    scored = run("score", "--model", registry, *args, "--out", tmp_path / "recs.parquet", "--device", "cpu", "--no-cache")
+    assert scored.exit_code == 0, scored.output
 
 
 # --- the gate is a compare-and-swap: real processes racing on one registry --------------------------------
