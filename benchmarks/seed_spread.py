@@ -13,6 +13,8 @@ system's difference to each other system, paired by seed.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 import sys
 import time
@@ -30,7 +32,7 @@ METRICS = ("ndcg@10", "recall@20", "mrr@10", "cold_items_ndcg@10", "auc_p_click"
 
 
 def spread(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
+    values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -41,13 +43,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "seed_spread")
+    parser.add_argument(
+        "--reuse", action="store_true", help="read the report of a seed already evaluated in --work instead of training again"
+    )
     args = parser.parse_args()
     shop = args.work / "shop"
     generate_shop(shop, seed=0)
     runs = {}
     for seed in args.seeds:
         started = time.perf_counter()
-        report = evaluate(shop / "items.parquet", shop / "events", args.work / f"seed-{seed}", None, test_days=3, device="cpu", seed=seed)
+        saved = args.work / f"seed-{seed}" / "metrics.json"
+        if args.reuse and saved.is_file():
+            report = json.loads(saved.read_text(encoding="utf-8"))
+        else:
+            report = evaluate(
+                shop / "items.parquet", shop / "events", args.work / f"seed-{seed}", None, test_days=3, device="cpu", seed=seed
+            )
         runs[seed] = {
             "systems": report["systems"],
             "queries": report["queries"],
