@@ -405,3 +405,16 @@ def test_the_readme_nightly_recipe_works_from_an_empty_registry(tmp_path, tiny_s
 
     reg = Registry(registry)
     assert reg.champion is not None and len(reg.version_names()) == 2, reg.list()
+
+
+def test_sigterm_during_export_leaves_nothing_beside_it(tmp_path, trained_model):
+    out = tmp_path / "export"
+    process, lines = _start("export", "--model", trained_model, "--out", out)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not [p for p in tmp_path.glob(".export.*.tmp") if p.is_dir()]:  # the staging folder: the export is being written
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines.queue)[-2000:]
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    got, stderr = _finish(process, lines)
+    assert got == 143 and "Traceback" not in stderr, stderr[-2000:]
+    assert listing(tmp_path) == [], "no export, no staging folder"
