@@ -42,6 +42,11 @@ def as_config(config: Config | str | Path | None, seed: int | None = None) -> Co
     return (config if isinstance(config, Config) else load_config(config)).with_seed(seed)
 
 
+def config_file(config: Config | str | Path | None) -> Path | None:
+    """The TOML file a job reads its config from (an input like any other), or None."""
+    return Path(config) if isinstance(config, (str, Path)) else None
+
+
 def load_inputs(items_path: str | Path, events_path: str | Path, log=noop) -> Dataset:
     """The validated inputs; every repair is announced once through `log` (a `warning:` line)."""
     data = load_dataset(items_path, events_path)

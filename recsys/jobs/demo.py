@@ -7,7 +7,7 @@ from pathlib import Path
 
 from recsys.contracts.config import Config
 from recsys.generate import generate_shop
-from recsys.jobs.common import noop
+from recsys.jobs.common import config_file, noop
 from recsys.jobs.evaluate import evaluate
 from recsys.jobs.paths import Output, check_paths
 from recsys.jobs.score import score
@@ -16,7 +16,7 @@ from recsys.jobs.score import score
 def demo(workdir: str | Path = "demo-work", *, config: Config | str | Path | None = None, progress=None, log=noop) -> tuple[dict, dict]:
     """(evaluation report, recommendations manifest)."""
     workdir = Path(workdir)
-    check_paths({"--config": config if isinstance(config, (str, Path)) else None}, [Output("--workdir", workdir, "dir")])
+    check_paths({"--config": config_file(config)}, [Output("--workdir", workdir, "dir")])
     data = workdir / "data"
     log(f"generating a synthetic shop in {data}")
     generate_shop(data, seed=0)

@@ -34,7 +34,7 @@ from recsys.evaluate import (
     timed,
     truth_folder,
 )
-from recsys.jobs.common import as_config, load_inputs, noop, train_model_dir
+from recsys.jobs.common import as_config, config_file, load_inputs, noop, train_model_dir
 from recsys.jobs.paths import Output, check_paths
 from recsys.report import write_report
 
@@ -63,7 +63,7 @@ def evaluate(
     cross-domain run (a domain held out entirely); each costs about as much as the main training.
     """
     started = time.perf_counter()
-    inputs = {"--items": items_path, "--events": events_path, "--config": config if isinstance(config, (str, Path)) else None}
+    inputs = {"--items": items_path, "--events": events_path, "--config": config_file(config)}
     check_paths(inputs, [Output("--out", out_dir, "dir")])
     config = as_config(config, seed)
     out_dir = Path(out_dir)

@@ -184,23 +184,30 @@ def score(
         with atomic_path(out) as staged:
             rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], staged)
             timings["write_s"] = round(time.perf_counter() - tic, 3)
-            result = _write_manifest(
-                out,
-                rows=rows,
-                users=users,
-                timings=timings,
-                started=started,
-                manifest=manifest,
-                inputs=inputs,
-                k=k,
-                user_ids=user_ids,
-                report=report,
-                cutoff=cutoff,
-                model=model,
-                cache_stats=cache_stats,
-                n_chunks=n_chunks,
-                done=done,
-            )
+            scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
+            result = {
+                "kind": "recsys-recommendations",
+                "model_version": manifest["model_version"],
+                "export_precision": manifest["precision"],
+                "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
+                "inputs": inputs,
+                "k": k,
+                "rows": rows,
+                "users": users,
+                "users_requested": int(user_ids.len()),
+                "dropped_rows": report.dropped,
+                "repaired_rows": report.repaired,
+                "cutoff": cutoff.isoformat(),
+                "providers": model.providers,
+                "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
+                "chunks": n_chunks,
+                "resumed_chunks": len(done),
+                "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
+                "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "code_version": __version__,
+            }
+            write_json(_manifest_path(out), result)
         shutil.rmtree(parts_dir, ignore_errors=True)
         return result
     except (WriteError, Interrupted):
@@ -208,37 +215,6 @@ def score(
         # too, which also frees the space); a crash or SIGKILL keeps them and the next run resumes from them
         shutil.rmtree(parts_dir, ignore_errors=True)
         raise
-
-
-def _write_manifest(
-    out, *, rows, users, timings, started, manifest, inputs, k, user_ids, report, cutoff, model, cache_stats, n_chunks, done
-) -> dict:
-    """Write `<name>.manifest.json` for the recommendations being written to `out`; returns it."""
-    scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
-    result = {
-        "kind": "recsys-recommendations",
-        "model_version": manifest["model_version"],
-        "export_precision": manifest["precision"],
-        "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
-        "inputs": inputs,
-        "k": k,
-        "rows": rows,
-        "users": users,
-        "users_requested": int(user_ids.len()),
-        "dropped_rows": report.dropped,
-        "repaired_rows": report.repaired,
-        "cutoff": cutoff.isoformat(),
-        "providers": model.providers,
-        "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
-        "chunks": n_chunks,
-        "resumed_chunks": len(done),
-        "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
-        "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": __version__,
-    }
-    write_json(_manifest_path(out), result)
-    return result
 
 
 def _manifest_path(out: Path) -> Path:

@@ -9,7 +9,7 @@ from export.onnx_export import export_model
 from recsys.contracts.config import Config
 from recsys.contracts.errors import ConfigError
 from recsys.contracts.files import copy_dir
-from recsys.jobs.common import as_config, load_inputs, noop, train_model_dir
+from recsys.jobs.common import as_config, config_file, load_inputs, noop, train_model_dir
 from recsys.jobs.paths import Output, check_paths
 from recsys.registry import EXPORT, MODEL, Registry
 
@@ -29,7 +29,7 @@ def train(
 
     Returns {"manifest", "version", "champion"}; the last two are None without a registry.
     """
-    inputs = {"--items": items_path, "--events": events_path, "--config": config if isinstance(config, (str, Path)) else None}
+    inputs = {"--items": items_path, "--events": events_path, "--config": config_file(config)}
     check_paths(inputs, [Output("--out", out_dir, "dir"), Output("--registry", registry, "dir", store=True)])
     config = as_config(config, seed)
     if registry is not None:

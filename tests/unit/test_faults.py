@@ -11,19 +11,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
+from _processes import ROOT, CliProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 180
 
 
@@ -172,12 +169,7 @@ def test_retrain_in_place_replaces_the_model_atomically_by_contract(tmp_path, sh
     """--out equal to --model is the documented form of retrain: allowed, and the model is replaced only if promoted."""
     model = tmp_path / "model"
     shutil.copytree(trained_model, model)
-    result = cli(
-        "retrain",
-        "--model",
-        model,
-        "--out",
-        model,
+    gate = [
         "--items",
         shop / "items.parquet",
         "--events",
@@ -188,7 +180,8 @@ def test_retrain_in_place_replaces_the_model_atomically_by_contract(tmp_path, sh
         "2",
         "--device",
         "cpu",
-    )
+    ]
+    result = cli("retrain", "--model", model, "--out", model, *gate)
     assert result.returncode in (0, 10), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert (model / "manifest.json").is_file() and listing(tmp_path) == ["model", "shop"]
@@ -207,7 +200,7 @@ def test_a_read_only_destination_is_refused_before_any_work(tmp_path, shop, expo
 @pytest.mark.parametrize("job", ["score", "train"])
 def test_a_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, shop, exported_model, tiny_config_file, job):
     before = digest(shop, exported_model)
-    with tmpfs(tmp_path / "small", "64k") as small:
+    with tmpfs(tmp_path / "small", "1m") as small:
         out = small / ("recs.parquet" if job == "score" else "model")
         if job == "score":
             out.write_bytes(b"yesterday's recommendations")
@@ -217,10 +210,13 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, shop, expor
             (out / "manifest.json").write_text('{"kind": "yesterday"}')
             command = ["train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out]
         previous = digest(out)
+        # a full disk whatever the job writes: all but 8 KiB taken (the recommendations alone need more)
+        stat = os.statvfs(small)
+        (small / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 8192))
         result = cli(*command)
         assert_one_line_failure(result, 5, "cannot write", "No space left on device")
         assert digest(out) == previous, "the destination holds what it held before"
-        assert listing(small) == [out.name], "no staging entry and no parts left beside it"
+        assert listing(small) == sorted([out.name, "filler"]), "no staging entry and no parts left beside it"
     assert digest(shop, exported_model) == before
 
 
@@ -242,44 +238,13 @@ def test_asking_for_cuda_without_a_usable_gpu_fails(tmp_path, shop, exported_mod
 # --- signals --------------------------------------------------------------------------------------------------
 
 
-def _start(*args) -> tuple[subprocess.Popen, queue.Queue]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
-    return process, lines
-
-
-def _wait_for(process, lines, text: str) -> str:
-    seen, deadline = [], time.monotonic() + TIMEOUT_S
-    while not any(text in line for line in seen):
-        assert time.monotonic() < deadline and process.poll() is None, "".join(seen)[-2000:]
-        with contextlib.suppress(queue.Empty):
-            seen.append(lines.get(timeout=0.5))
-    return "".join(seen)
-
-
-def _finish(process, lines) -> tuple[int, str]:
-    code = process.wait(timeout=TIMEOUT_S)
-    time.sleep(0.2)
-    return code, "".join(lines.queue)
-
-
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_train_removes_everything_it_made(tmp_path, shop, tiny_config_file, sig, code):
     out = tmp_path / "model"
-    process, lines = _start(
-        "train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out
-    )
-    _wait_for(process, lines, "training data:")
-    process.send_signal(sig)
-    got, stderr = _finish(process, lines)
+    job = CliProcess("train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out)
+    job.wait_for_line("training data:")
+    job.process.send_signal(sig)
+    got, stderr = job.finish()
     assert got == code and "Traceback" not in stderr and f"stopped by {sig.name}" in stderr, stderr[-2000:]
     assert listing(tmp_path) == ["shop"], "no model, no temporary folder beside it"
     again = cli("train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out)
@@ -288,25 +253,18 @@ def test_a_signal_during_train_removes_everything_it_made(tmp_path, shop, tiny_c
 
 def test_sigterm_during_score_leaves_nothing_beside_the_output(tmp_path, shop, exported_model):
     out = tmp_path / "recs.parquet"
-    process, lines = _start(*score_args(exported_model, shop, out)[:-1], "--no-cache", "--chunk-users", "1")
-    parts, deadline = tmp_path / ".recs.parquet.parts", time.monotonic() + TIMEOUT_S
-    while len(list(parts.glob("part-*.parquet"))) < 3:  # in the middle of the chunks: parts are on disk
-        assert time.monotonic() < deadline and process.poll() is None, "".join(lines.queue)[-2000:]
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    got, stderr = _finish(process, lines)
+    job = CliProcess(*score_args(exported_model, shop, out)[:-1], "--no-cache", "--chunk-users", "1")
+    parts = tmp_path / ".recs.parquet.parts"
+    job.wait_until(lambda: len(list(parts.glob("part-*.parquet"))) >= 3, "three chunks on disk")  # mid-run
+    job.process.send_signal(signal.SIGTERM)
+    got, stderr = job.finish()
     assert got == 143 and "Traceback" not in stderr, stderr[-2000:]
     assert listing(tmp_path) == ["shop"], "no parts, no temporary file, no output"
 
 
 def test_sigterm_during_retrain_leaves_the_registry_as_it_was(tmp_path, shop, trained_model, tiny_config_file):
     registry = tmp_path / "registry"
-    first = cli(
-        "retrain",
-        "--registry",
-        registry,
-        "--model",
-        trained_model,
+    gate = [
         "--items",
         shop / "items.parquet",
         "--events",
@@ -317,28 +275,15 @@ def test_sigterm_during_retrain_leaves_the_registry_as_it_was(tmp_path, shop, tr
         "2",
         "--device",
         "cpu",
-    )
+    ]
+    first = cli("retrain", "--registry", registry, "--model", trained_model, *gate)
     assert first.returncode in (0, 10), first.stderr[-2000:]
     state = (registry / "registry.json").read_bytes()
     versions = listing(registry / "versions")
-    process, lines = _start(
-        "retrain",
-        "--registry",
-        registry,
-        "--items",
-        shop / "items.parquet",
-        "--events",
-        shop / "events",
-        "--config",
-        tiny_config_file,
-        "--test-days",
-        "2",
-        "--device",
-        "cpu",
-    )
-    _wait_for(process, lines, "challenger: training on events before")
-    process.send_signal(signal.SIGTERM)
-    got, stderr = _finish(process, lines)
+    job = CliProcess("retrain", "--registry", registry, *gate)
+    job.wait_for_line("challenger: training on events before")
+    job.process.send_signal(signal.SIGTERM)
+    got, stderr = job.finish()
     assert got == 143 and "Traceback" not in stderr, stderr[-2000:]
     assert (registry / "registry.json").read_bytes() == state and listing(registry / "versions") == versions, "no .staging-* left"
 
@@ -347,13 +292,11 @@ def test_what_a_killed_run_left_is_swept_by_the_next_run(tmp_path, shop, tiny_co
     """SIGKILL cannot be caught: the staging folders it leaves carry the dead pid, and the next run of the job
     removes them (and never an entry of a live process)."""
     out = tmp_path / "model"
-    process, lines = _start(
-        "train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out
-    )
-    _wait_for(process, lines, "training data:")
-    process.kill()
-    process.wait(timeout=TIMEOUT_S)
-    dead = process.pid
+    job = CliProcess("train", "--items", shop / "items.parquet", "--events", shop / "events", "--config", tiny_config_file, "--out", out)
+    job.wait_for_line("training data:")
+    job.process.kill()
+    job.finish()
+    dead = job.process.pid
     (tmp_path / f".model.{dead}-abcd.tmp").mkdir()  # what it would have left had it been killed while saving
     (tmp_path / f".model.{dead}-abcd.tmp" / "text_model.safetensors").write_bytes(b"half")
     live = tmp_path / f".model.{os.getpid()}-live.tmp"
@@ -409,12 +352,9 @@ def test_the_readme_nightly_recipe_works_from_an_empty_registry(tmp_path, tiny_s
 
 def test_sigterm_during_export_leaves_nothing_beside_it(tmp_path, trained_model):
     out = tmp_path / "export"
-    process, lines = _start("export", "--model", trained_model, "--out", out)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not [p for p in tmp_path.glob(".export.*.tmp") if p.is_dir()]:  # the staging folder: the export is being written
-        assert time.monotonic() < deadline and process.poll() is None, "".join(lines.queue)[-2000:]
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    got, stderr = _finish(process, lines)
+    job = CliProcess("export", "--model", trained_model, "--out", out)
+    job.wait_until(lambda: any(p.is_dir() for p in tmp_path.glob(".export.*.tmp")), "the export's staging folder")
+    job.process.send_signal(signal.SIGTERM)
+    got, stderr = job.finish()
     assert got == 143 and "Traceback" not in stderr, stderr[-2000:]
     assert listing(tmp_path) == [], "no export, no staging folder"

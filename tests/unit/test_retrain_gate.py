@@ -3,21 +3,17 @@ promoted; both compared with `evaluate_export` on the newest days that neither m
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from _processes import ROOT, CliProcess
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -248,29 +244,22 @@ def test_a_first_night_with_model_registers_it_before_the_gate(tmp_path, champio
 
 # --- the gate is a compare-and-swap: real processes racing on one registry --------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
 RACE_TIMEOUT_S = 300  # per process; a tiny retrain takes seconds
 
 
-def _retrain_process(registry: Path, shop: Path, config: Path) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "recsys.cli",
+def _retrain_process(registry: Path, shop: Path, config: Path) -> CliProcess:
+    return CliProcess(
         "retrain",
         "--registry",
-        str(registry),
+        registry,
         "--items",
-        str(shop / "items.parquet"),
+        shop / "items.parquet",
         "--events",
-        str(shop / "events"),
+        shop / "events",
         "--config",
-        str(config),
+        config,
         "--device",
         "cpu",
-    ]
-    return subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
     )
 
 
@@ -294,7 +283,7 @@ def test_two_retrains_started_together_promote_at_most_one_challenger(tmp_path, 
     shutil.copytree(champion_registry, registry)
     config = _configs(tmp_path, tiny_config)
     processes = [_retrain_process(registry, shop, config) for _ in range(2)]
-    results = [(p.wait(timeout=RACE_TIMEOUT_S), p.stderr.read()) for p in processes]
+    results = [p.finish(timeout=RACE_TIMEOUT_S) for p in processes]
     codes = sorted(code for code, _ in results)
     # both challengers pass the gate against v0001; the first to finish promotes, the other finds the champion moved
     assert codes == [0, 11], results
@@ -322,15 +311,7 @@ def test_a_promote_during_a_retrain_makes_the_retrain_give_way(tmp_path, champio
     assert Registry(registry).status("v0002") == "candidate"
 
     retrain = _retrain_process(registry, shop, _configs(tmp_path, tiny_config))
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in retrain.stderr], daemon=True)
-    reader.start()
-    deadline = time.monotonic() + RACE_TIMEOUT_S
-    seen = []
-    while not any("challenger: training on events before" in line for line in seen):  # it has read the champion
-        assert time.monotonic() < deadline and retrain.poll() is None, "".join(seen)
-        with contextlib.suppress(queue.Empty):
-            seen.append(lines.get(timeout=1))
+    retrain.wait_for_line("challenger: training on events before", timeout=RACE_TIMEOUT_S)  # it has read the champion
     promoted = subprocess.run(
         [sys.executable, "-m", "recsys.cli", "models", "promote", "v0002", "--registry", str(registry)],
         cwd=ROOT,
@@ -339,9 +320,7 @@ def test_a_promote_during_a_retrain_makes_the_retrain_give_way(tmp_path, champio
         timeout=120,
     )
     assert promoted.returncode == 0, promoted.stderr
-    code = retrain.wait(timeout=RACE_TIMEOUT_S)
-    reader.join(timeout=10)
-    stderr = "".join(seen) + "".join(lines.queue)
+    code, stderr = retrain.finish(timeout=RACE_TIMEOUT_S)
     assert code == 11, stderr
     assert "the champion is now v0002, not v0001" in stderr and "Traceback" not in stderr
     reg = Registry(registry)
