@@ -43,9 +43,9 @@ from recsys.contracts.errors import RecsysError
 from recsys.contracts.timeline import just_after, parse_moment, time_bounds
 from recsys.data import Dataset
 from recsys.interactions import exposures, has_impressions
-from recsys.metrics import auc, catalog_coverage, ranking_metrics
+from recsys.metrics import auc, catalog_coverage, per_user_ndcg, ranking_metrics
 from serving.artifacts import load_export
-from serving.candidates import MODEL_COLUMNS, build_snapshot, generate_candidates, user_vectors
+from serving.candidates import MODEL_COLUMNS, SOURCE_TYPES, build_snapshot, generate_candidates, user_vectors
 from serving.catalog import Catalog, make_catalog
 from serving.ranking import RANKER_FEATURES, LambdaRanker, relevance_labels, top_k, with_features
 from serving.score import recommend
@@ -60,10 +60,14 @@ CALIBRATION_BINS = 10
 FULL = "text model + ranker"
 TEXT_ALONE = "text model alone"
 NO_TEXT = "ranker without text"
+NO_TEXT_ANYWHERE = "without text anywhere"
 COVISIT = "co-visitation"
 POPULARITY = "popularity"
 ORACLE = "oracle"
 TEXT_COLUMNS = (*MODEL_COLUMNS, "cand_text_rank", "cand_sources")  # what the "ranker without text" may not see
+TEXT_SOURCE = "cand_text_rank"
+EV_K = 10  # expected value@10: the generator's expected gain of a top-10 list
+BOOTSTRAP_RESAMPLES = 2000
 
 ALL_USERS = "all users"
 COLD_ITEMS = "cold-start items"
@@ -475,6 +479,12 @@ def compare_systems(
             scored = frame.with_columns(pl.Series("_no_text", no_text.predict(frame)))
             systems[NO_TEXT] = rank_candidates(scored, ["_no_text"], descending=[True], k=K)
             diagnostics["ranker_without_text_valid_ndcg@10"] = no_text.metrics_["valid_ndcg@10"]
+            # without text anywhere: the candidates no text source found are gone too, in training and at test
+            untexted = without_text_source(frame)
+            blind = LambdaRanker(config.ranker, features).fit(without_text_source(ranker_frame))
+            scored = untexted.with_columns(pl.Series("_blind", blind.predict(untexted)))
+            systems[NO_TEXT_ANYWHERE] = rank_candidates(scored, ["_blind"], descending=[True], k=K)
+            diagnostics["candidates_without_text_per_user"] = round(untexted.height / max(users.len(), 1), 1)
         popular = popularity_baseline(data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days)
         systems[COVISIT] = covisitation_baseline(frame, popular, k=K)
         systems[POPULARITY] = popular
@@ -492,6 +502,89 @@ def compare_systems(
             except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
                 log(f"oracle skipped: {exc}")
     return systems, diagnostics, timings
+
+
+def without_text_source(frame: pl.DataFrame) -> pl.DataFrame:
+    """The candidates some source other than text retrieval found (covisitation, popular, newest)."""
+    others = [pl.col(c).is_not_null() for c in SOURCE_TYPES if c != TEXT_SOURCE]
+    return frame.filter(pl.any_horizontal(others))
+
+
+def expected_value_per_user(
+    truth_dir: Path, recs: pl.DataFrame, users: pl.Series, *, cutoff: dt.datetime, end: dt.datetime, k: int = EV_K
+) -> pl.Series:
+    """Σ_rank≤k (p_click + 2·p_purchase) / log2(rank + 1) by the generator's probabilities at the middle of
+    the test period, per user of `users` (in that order; 0 for a user without recommendations).
+
+    An expectation, not one draw of clicks: it scores every list against what the user would do on average,
+    so it has far less noise than NDCG on the logged clicks of a few days."""
+    from recsys.generate import true_probabilities
+
+    top = recs.filter(pl.col(S.RANK) <= k)
+    p_click, p_purchase = true_probabilities(truth_dir, top[S.USER_ID].to_numpy(), top[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
+    discount = 1.0 / np.log2(top[S.RANK].to_numpy().astype(np.float64) + 1.0)
+    per = (
+        top.select(S.USER_ID)
+        .with_columns(pl.Series("_v", (p_click + 2.0 * p_purchase) * discount))
+        .group_by(S.USER_ID)
+        .agg(pl.col("_v").sum())
+    )
+    frame = pl.DataFrame({S.USER_ID: users}).join(per, on=S.USER_ID, how="left", maintain_order="left")
+    return frame["_v"].fill_null(0.0).rename("ev")
+
+
+def per_user_table(systems: dict[str, pl.DataFrame], evaluation: dict, *, truth_dir: Path | None, cutoff, end) -> pl.DataFrame:
+    """One row per query user, a column per (metric, system): `ndcg@10|<system>` and, on generated data,
+    `ev@10|<system>`. The same users for every system, so differences can be paired."""
+    users = evaluation["users"]
+    columns: dict[str, pl.Series] = {S.USER_ID: users}
+    for name, recs in systems.items():
+        ndcg = per_user_ndcg(recs, evaluation["relevant"], k=10, users=users)
+        columns[f"ndcg@10|{name}"] = (
+            pl.DataFrame({S.USER_ID: users}).join(ndcg, on=S.USER_ID, how="left", maintain_order="left")["ndcg"].fill_null(0.0)
+        )
+        if truth_dir is not None:
+            columns[f"ev@10|{name}"] = expected_value_per_user(truth_dir, recs, users, cutoff=cutoff, end=end)
+    return pl.DataFrame(columns)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:
+    """mean(a − b) over paired units with its standard error and a 95% percentile bootstrap interval."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    if n == 0:
+        return {"mean": float("nan"), "se": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    return {
+        "mean": float(d.mean()),
+        "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+        "n": int(n),
+    }
+
+
+def paired_report(per_user: pl.DataFrame, reference: str = FULL) -> dict:
+    """{metric: {system: paired_difference(reference − system)}} over the query users."""
+    out: dict = {}
+    for column in per_user.columns:
+        if "|" not in column:
+            continue
+        metric, system = column.split("|", 1)
+        if system == reference or f"{metric}|{reference}" not in per_user.columns:
+            continue
+        out.setdefault(metric, {})[system] = paired_difference(per_user[f"{metric}|{reference}"].to_numpy(), per_user[column].to_numpy())
+    return out
+
+
+def add_expected_values(results: dict, per_user: pl.DataFrame) -> None:
+    """ev@10 (mean over the queries) and ev_share@10 (of the oracle's) into each system's metrics."""
+    for name, metrics in results.items():
+        column = f"ev@10|{name}"
+        metrics["ev@10"] = float(per_user[column].mean()) if column in per_user.columns else float("nan")
+    best = results.get(ORACLE, {}).get("ev@10", float("nan"))
+    for metrics in results.values():
+        metrics["ev_share@10"] = metrics["ev@10"] / best if np.isfinite(best) and best > 0 else float("nan")
 
 
 def system_metrics(
@@ -681,7 +774,7 @@ def evaluate_zero_shot(
 # --------------------------------------------------------------------------------------------- targets
 
 
-def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[dict]:
+def targets(results: dict, by_slice: dict, ablation_rows: dict | None, paired: dict | None = None) -> list[dict]:
     """The issue's targets, measured: what was asked, what was seen, met or not."""
     out = []
     full = results[FULL]
@@ -692,6 +785,14 @@ def targets(results: dict, by_slice: dict, ablation_rows: dict | None) -> list[d
 
     if ORACLE in results:
         add("full system NDCG@10 ≥ 80% of the oracle's", full.get("oracle_share@10"), 0.8, full.get("oracle_share@10", 0) >= 0.8)
+    if np.isfinite(full.get("ev_share@10", float("nan"))):
+        add("expected value@10 ≥ 0.60 of the oracle's", full["ev_share@10"], 0.6, full["ev_share@10"] >= 0.6)
+        if NO_TEXT_ANYWHERE in results:
+            ratio = _ratio(full["ev@10"], results[NO_TEXT_ANYWHERE]["ev@10"])
+            add("expected value@10 ≥ 1.10× without text anywhere", ratio, 1.1, ratio >= 1.1)
+        cell = (paired or {}).get("ev@10", {}).get(NO_TEXT)
+        if cell:
+            add("expected value@10 − ranker without text: 95% interval above 0", cell["ci95"][0], 0.0, cell["ci95"][0] > 0)
     best = max(baselines, key=lambda n: results[n]["ndcg@10"]) if baselines else None
     if best:
         add(
@@ -746,6 +847,7 @@ HEADLINE = (
     ("auc_p_click", "AUC click"),
     ("auc_p_purchase", "AUC buy"),
     ("oracle_share@10", "% oracle"),
+    ("ev_share@10", "% oracle EV"),
 )
 
 
@@ -753,7 +855,8 @@ def headline_rows(report: dict) -> list[list[str]]:
     """One row per system: the HEADLINE metrics, '–' where a metric does not apply."""
     keys = [key for key, _ in headline_columns(report)]
     return [
-        [name] + [_fmt(metrics.get(key), percent=key == "oracle_share@10") for key in keys] for name, metrics in report["systems"].items()
+        [name] + [_fmt(metrics.get(key), percent=key in ("oracle_share@10", "ev_share@10")) for key in keys]
+        for name, metrics in report["systems"].items()
     ]
 
 

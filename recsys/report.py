@@ -32,6 +32,8 @@ TABLE_METRICS = (
     ("auc_p_purchase", "AUC p_purchase"),
     ("coverage@20", "coverage@20"),
     ("oracle_share@10", "share of oracle NDCG@10"),
+    ("ev@10", "expected value@10"),
+    ("ev_share@10", "share of oracle EV@10"),
 )
 
 
@@ -45,6 +47,13 @@ def write_report(out_dir: str | Path, report: dict) -> dict[str, str]:
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
     return plots
+
+
+def _paired_cell(cell: dict | None) -> str:
+    if not cell or not _finite(cell.get("mean")):
+        return "–"
+    low, high = cell["ci95"]
+    return f"{cell['mean']:+.4f} ± {cell['se']:.4f} [{low:+.4f}, {high:+.4f}]"
 
 
 def strict_json(value):
@@ -114,6 +123,7 @@ def render_markdown(report: dict) -> str:
         "- **text model + ranker**: the shipped system, scored through `serving.score.recommend` from the ONNX export;",
         "- **text model alone**: the candidates ranked by the text model's p_click;",
         "- **ranker without text**: LambdaRank on the same training rows without p_click, p_purchase, similarity, the text-retrieval rank and the source count;",
+        "- **without text anywhere**: the same text-free ranker, trained and applied only on the candidates a source other than text retrieval found (co-visitation, popular, newest);",
         "- **co-visitation**: items co-clicked with the user's recent clicks (summed cosine weights), popularity fills empty slots;",
         "- **popularity**: most clicked items of the last days before the cutoff;",
     ]
@@ -125,7 +135,10 @@ def render_markdown(report: dict) -> str:
         "",
         *_table(
             ["system", *[label for _, label in columns]],
-            [[name, *[(_pct if key == "oracle_share@10" else _num)(m.get(key)) for key, _ in columns]] for name, m in systems.items()],
+            [
+                [name, *[(_pct if key in ("oracle_share@10", "ev_share@10") else _num)(m.get(key)) for key, _ in columns]]
+                for name, m in systems.items()
+            ],
         ),
     ]
     lines += [
@@ -135,6 +148,29 @@ def render_markdown(report: dict) -> str:
     ]
     if "systems" in plots:
         lines += [f"![metrics per system]({plots['systems']})", ""]
+
+    paired = report.get("paired") or {}
+    if paired:
+        lines += [
+            "## Paired differences",
+            "",
+            f"The full system minus each other system, per query user ({report.get('queries')} users, the same for every system): "
+            "mean ± standard error and a 95% bootstrap interval. An interval that holds 0 is within noise. "
+            + (
+                "EV@10 scores each list by the generator's true probabilities (an expectation, no draw of clicks). "
+                if "ev@10" in paired
+                else ""
+            )
+            + "Between runs (seeds, data) the spread is larger: `benchmarks/paired.py` pools runs.",
+            "",
+        ]
+        metrics = list(paired)
+        names = list(next(iter(paired.values())))
+        lines += _table(
+            ["full system − …", *[f"{m} (± se) [95%]" for m in metrics]],
+            [[name, *[_paired_cell(paired[m].get(name)) for m in metrics]] for name in names],
+        )
+        lines.append("")
 
     if report.get("targets"):
         lines += ["## Targets", ""]

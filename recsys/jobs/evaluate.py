@@ -17,6 +17,7 @@ from recsys.evaluate import (
     ABLATION_KEYS,
     FULL,
     ablation_variants,
+    add_expected_values,
     calibration,
     compare_systems,
     define_slices,
@@ -26,7 +27,9 @@ from recsys.evaluate import (
     evaluate_zero_shot,
     headline_columns,
     headline_rows,
+    paired_report,
     parse_cutoff,
+    per_user_table,
     pick_holdout_domain,
     split_test_period,
     system_metrics,
@@ -94,6 +97,12 @@ def evaluate(
         results, by_slice = system_metrics(
             systems, evaluation, slices, config=config, cutoff=cutoff, end=end, oracle_aucs=diagnostics.pop("oracle_aucs", None)
         )
+    with timed(timings, "paired_s"):  # per-user values of every system: paired differences, pooled across runs by benchmarks/
+        per_user = per_user_table(systems, evaluation, truth_dir=truth_dir, cutoff=cutoff, end=end)
+        add_expected_values(results, per_user)
+        paired = paired_report(per_user)
+    with atomic_path(artifacts / "per_user.parquet") as tmp:
+        per_user.write_parquet(tmp)
 
     ablation_rows = cross = None
     if ablations:
@@ -151,11 +160,12 @@ def evaluate(
         "providers": evaluation["model"].providers,
         "diagnostics": {**diagnostics, "ranker_window_candidate_recall": model_metrics.get("candidate_recall")},
         "systems": results,
+        "paired": paired,
         "slices": by_slice,
         "calibration": calibration(evaluation["exposures"]),
         "ablations": ablation_rows,
         "cross_domain": cross,
-        "targets": targets(results, by_slice, ablation_rows),
+        "targets": targets(results, by_slice, ablation_rows, paired),
         "training": {
             "text_model": model_metrics.get("text_model", {}).get("curves"),
             "ranker": {k: v for k, v in model_metrics.get("ranker", {}).items() if k != "feature_importance_gain"},

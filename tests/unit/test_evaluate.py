@@ -15,12 +15,17 @@ from recsys.evaluate import (
     COLD_ITEMS,
     FULL,
     NEW_USERS,
+    NO_TEXT,
+    NO_TEXT_ANYWHERE,
     ORACLE,
     ablation_variants,
     covisitation_baseline,
     define_slices,
+    expected_value_per_user,
     heldout_relevance,
     oracle_recommendations,
+    paired_difference,
+    paired_report,
     parse_cutoff,
     popularity_baseline,
     rank_candidates,
@@ -28,6 +33,7 @@ from recsys.evaluate import (
     slice_relevance,
     split_test_period,
     targets,
+    without_text_source,
 )
 from recsys.jobs.evaluate import evaluate
 
@@ -61,18 +67,29 @@ def test_evaluate_writes_report_plots_and_json(evaluated):
         (out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON")
     )
     assert on_disk["queries"] == report["queries"] > 0
-    assert set(on_disk["systems"]) == {FULL, "text model alone", "ranker without text", "co-visitation", "popularity", ORACLE}
+    assert set(on_disk["systems"]) == {FULL, "text model alone", NO_TEXT, NO_TEXT_ANYWHERE, "co-visitation", "popularity", ORACLE}
     for metrics in on_disk["systems"].values():
         for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10", "coverage@20"):
             assert 0 <= metrics[key] <= 1
     assert 0 <= on_disk["systems"][FULL]["auc_p_click"] <= 1
     assert on_disk["systems"][ORACLE]["oracle_share@10"] == pytest.approx(1.0)
+    assert on_disk["systems"][ORACLE]["ev_share@10"] == pytest.approx(1.0)
+    # the oracle maximises expected value over the same items: no system can expect more
+    assert all(0 < m["ev@10"] <= on_disk["systems"][ORACLE]["ev@10"] + 1e-9 for m in on_disk["systems"].values())
+    per_user = pl.read_parquet(out / "artifacts" / "per_user.parquet")
+    assert per_user.height == report["queries"] and per_user[S.USER_ID].n_unique() == per_user.height
+    for name, m in on_disk["systems"].items():
+        assert per_user[f"ndcg@10|{name}"].mean() == pytest.approx(m["ndcg@10"])
+    cell = on_disk["paired"]["ev@10"][NO_TEXT_ANYWHERE]
+    assert cell["n"] == report["queries"] and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
+    assert cell["mean"] == pytest.approx(on_disk["systems"][FULL]["ev@10"] - on_disk["systems"][NO_TEXT_ANYWHERE]["ev@10"])
     assert 0 <= on_disk["systems"][ORACLE]["auc_p_click"] <= 1  # the true probabilities on the test impressions
     # every system is judged on the same queries
     assert {m["users"] for m in on_disk["systems"].values()} == {float(report["queries"])}
     text = (out / "report.md").read_text()
     for heading in (
         "## Systems",
+        "## Paired differences",
         "## Targets",
         "## Slices",
         "## Calibration",
@@ -276,3 +293,52 @@ def test_cli_evaluate_rejects_a_bad_cutoff_with_one_line(tiny_shop, tmp_path):
     assert result.exit_code == 2
     assert "cutoff" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "report").exists()
+
+
+def test_expected_value_is_the_discounted_true_gain_of_the_top_ten(tiny_shop):
+    from recsys.generate import true_probabilities
+
+    events = pl.read_parquet(tiny_shop / "events")
+    items = pl.read_parquet(tiny_shop / "items.parquet")[S.ITEM_ID].head(12).to_list()
+    user_a, user_b, user_c = events[S.USER_ID].unique().sort().head(3).to_list()
+    recs = pl.DataFrame(
+        {S.USER_ID: [user_a] * 12 + [user_b], S.RANK: [*range(1, 13), 1], S.ITEM_ID: [*items, items[0]]},
+        schema={S.USER_ID: events.schema[S.USER_ID], S.RANK: pl.Int32, S.ITEM_ID: events.schema[S.ITEM_ID]},
+    )
+    cutoff = T - dt.timedelta(days=3)
+    end = cutoff + dt.timedelta(days=2)
+    ev = expected_value_per_user(tiny_shop / "truth", recs, pl.Series(S.USER_ID, [user_c, user_a, user_b]), cutoff=cutoff, end=end)
+    p_click, p_buy = true_probabilities(tiny_shop / "truth", np.full(10, user_a), np.array(items[:10]), cutoff + (end - cutoff) / 2)
+    by_hand = float(((p_click + 2 * p_buy) / np.log2(np.arange(2, 12))).sum())  # ranks 11 and 12 do not count
+    assert ev[0] == 0.0  # no recommendations, no value; the order of the users is kept
+    assert ev[1] == pytest.approx(by_hand)
+    p1, b1 = true_probabilities(tiny_shop / "truth", np.array([user_b]), np.array([items[0]]), cutoff + (end - cutoff) / 2)
+    assert ev[2] == pytest.approx(float(p1[0] + 2 * b1[0]))
+
+
+def test_paired_difference_interval_and_report():
+    rng = np.random.default_rng(1)
+    a = rng.normal(1.0, 1.0, 400)
+    same = paired_difference(a, a)
+    assert same["mean"] == 0 and same["se"] == 0 and same["ci95"] == [0, 0]
+    shifted = paired_difference(a + 0.5 + rng.normal(0, 0.1, 400), a)
+    assert shifted["ci95"][0] > 0.4 and shifted["ci95"][1] < 0.6 and shifted["se"] == pytest.approx(0.1 / 20, rel=0.2)
+    noisy = paired_difference(rng.normal(0, 1, 400), rng.normal(0, 1, 400))
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1]  # within noise
+    table = pl.DataFrame(
+        {S.USER_ID: [1, 2, 3], f"ndcg@10|{FULL}": [0.5, 0.2, 0.0], "ndcg@10|other": [0.1, 0.2, 0.3], "ev@10|other": [1.0] * 3}
+    )
+    report = paired_report(table)
+    assert list(report) == ["ndcg@10"] and report["ndcg@10"]["other"]["mean"] == pytest.approx(0.1 / 3)
+
+
+def test_without_text_source_drops_what_only_text_retrieval_found():
+    frame = pl.DataFrame(
+        {
+            "cand_text_rank": [1, 2, None, 3],
+            "cand_covisit_weight": [None, 0.5, None, None],
+            "cand_popular_rank": [None, None, 4, None],
+            "cand_new_rank": [None, None, None, 9],
+        }
+    )
+    assert without_text_source(frame)["cand_text_rank"].to_list() == [2, None, 3]
