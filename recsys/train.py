@@ -181,8 +181,16 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
     head_epochs = config.train.head_epochs if encoder_params else total_epochs
     steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch))
     total_steps = steps_per_epoch * total_epochs
-    warmup = max(1, int(0.06 * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(1, total_steps)))
+    # one schedule per group (docs/ARCHITECTURE.md, "Training"): the heads warm up and decay over every
+    # epoch; the encoder, idle while the heads learn, warms up and decays over the fine-tuning epochs
+    # alone, so it trains at its configured rate (one schedule over all epochs left it at ~5% of it)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        [
+            *[linear_schedule(0, total_steps, HEAD_WARMUP)] * (len(groups) - bool(encoder_params)),
+            *([linear_schedule(head_epochs * steps_per_epoch, total_steps, ENCODER_WARMUP)] if encoder_params else []),
+        ],
+    )
 
     history_log: dict[str, list] = {
         "epoch": [],
@@ -193,6 +201,7 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
         "seconds": [],
     }
     step = 0
+    best = {"epoch": 0, "score": -math.inf, "state": None}
     bank = encode_pooled(model, tokenizer, data.item_tokens)
     for epoch in range(total_epochs):
         started = time.perf_counter()
@@ -257,8 +266,42 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
         log(
             f"epoch {epoch + 1} ({history_log['phase'][-1]}): loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}"
         )
+        score = validation_score(valid)
+        if score > best["score"] or best["state"] is None:  # NaN (one class in validation): the last epoch
+            best = {"epoch": epoch + 1, "score": score, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if best["state"] is not None and best["epoch"] != total_epochs:
+        model.load_state_dict(best["state"])  # the epoch validation liked best, not merely the last one
+        log(f"kept epoch {best['epoch']} (best validation), not the last ({total_epochs})")
+    history_log["best_epoch"] = best["epoch"]
     model.eval()
     return model, tokenizer, {"data": data.summary, "curves": history_log}
+
+
+HEAD_WARMUP = 0.06  # share of all steps
+ENCODER_WARMUP = 0.1  # share of the fine-tuning steps
+
+
+def linear_schedule(start: int, stop: int, warmup_share: float) -> Callable[[int], float]:
+    """LR multiplier at step s: 0 before `start`, linear warm-up over `warmup_share` of [start, stop), then
+    linear decay to 5% at `stop`."""
+    span = max(1, stop - start)
+    warmup = max(1, int(warmup_share * span))
+
+    def factor(step: int) -> float:
+        if step < start:
+            return 0.0
+        s = step - start
+        return min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / span)
+
+    return factor
+
+
+def validation_score(valid: dict[str, float]) -> float:
+    """Which epoch to keep: the click AUC on the newest exposures, the purchase AUC breaking ties."""
+    click, buy = valid["click_auc"], valid["purchase_auc"]
+    if not math.isfinite(click):
+        return -math.inf
+    return click + 1e-3 * (buy if math.isfinite(buy) else 0.0)
 
 
 def _lookup(batch_items: np.ndarray, items: np.ndarray) -> np.ndarray:

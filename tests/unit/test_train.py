@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from recsys.contracts import schema as S
 from recsys.interactions import exposures
 from recsys.model_io import load_text_model
-from recsys.train import build_training_data, train_text_model
+from recsys.train import build_training_data, linear_schedule, train_text_model, validation_score
 from serving.catalog import make_catalog
 from serving.text import ItemTokenizer
 
@@ -61,5 +62,21 @@ def test_model_dir_round_trip(trained_model, tiny_config):
     assert not list(trained_model.glob("*.pt")) and not list(trained_model.glob("*.pkl"))
     metrics = json.loads((trained_model / "metrics.json").read_text())
     assert len(metrics["text_model"]["curves"]["train_loss"]) == tiny_config.train.head_epochs + tiny_config.train.epochs
+    curves = metrics["text_model"]["curves"]
+    # the kept epoch is the one validation scored best
+    scores = [
+        validation_score({"click_auc": c, "purchase_auc": b}) for c, b in zip(curves["valid_click_auc"], curves["valid_purchase_auc"])
+    ]
+    assert curves["best_epoch"] == 1 + int(np.argmax(scores))
     window = manifest["data_window"]
     assert window["first_event"] < window["text_model_until"] < window["ranker_until"]
+
+
+def test_encoder_schedule_starts_with_fine_tuning_and_reaches_the_configured_rate():
+    heads = linear_schedule(0, 100, 0.06)
+    encoder = linear_schedule(80, 100, 0.1)
+    assert [encoder(s) for s in (0, 79)] == [0.0, 0.0]  # idle while the heads learn on the bank
+    assert encoder(80) == 0.5 and encoder(81) == pytest.approx(0.95)  # 2 warm-up steps, then the full rate
+    assert encoder(90) == 0.5 and encoder(99) == pytest.approx(0.05)  # linear decay to the floor
+    assert heads(0) == pytest.approx(1 / 6) and heads(5) == pytest.approx(0.95) and heads(50) == 0.5
+    assert validation_score({"click_auc": float("nan"), "purchase_auc": 0.7}) == float("-inf")
