@@ -495,9 +495,11 @@ def compare_systems(
                     truth_dir, evaluation["catalog"], evaluation["events"], users, cutoff=cutoff, end=end, k=K
                 )
                 # the same oracle limited to the candidates: how much of the gap is retrieval, how much ranking
-                diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(
-                    oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end), relevant, ks=KS
-                )["ndcg@10"]
+                reranked = oracle_rerank(truth_dir, frame, cutoff=cutoff, end=end)
+                diagnostics["oracle_on_candidates_ndcg@10"] = ranking_metrics(reranked, relevant, ks=KS)["ndcg@10"]
+                diagnostics["oracle_on_candidates_ev@10"] = float(
+                    expected_value_per_user(truth_dir, reranked, users, cutoff=cutoff, end=end).mean()
+                )
                 diagnostics["oracle_aucs"] = oracle_exposure_aucs(truth_dir, evaluation["exposures"], cutoff=cutoff, end=end)
             except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
                 log(f"oracle skipped: {exc}")

@@ -110,7 +110,9 @@ def render_markdown(report: dict) -> str:
         f"{_pct(d.get('reachable_share'))} of the relevant pairs are items that existed at the cutoff (the rest were created "
         f"later and no system can recommend them); the candidate generator holds {_pct(d.get('candidate_recall'))} of them"
         + (
-            f", and the oracle reranking only those candidates reaches NDCG@10 {_num(d['oracle_on_candidates_ndcg@10'])} (what perfect knowledge makes of them)."
+            f", and the oracle reranking only those candidates reaches NDCG@10 {_num(d['oracle_on_candidates_ndcg@10'])}"
+            + (f" and expected value@10 {_num(d['oracle_on_candidates_ev@10'])}" if _finite(d.get("oracle_on_candidates_ev@10")) else "")
+            + " (what perfect knowledge makes of them)."
             if _finite(d.get("oracle_on_candidates_ndcg@10"))
             else "."
         ),

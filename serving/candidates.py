@@ -21,7 +21,12 @@ from serving.history import ClickLog, to_seconds
 
 SOURCE_TYPES = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
 SOURCE_COLUMNS = (*SOURCE_TYPES, "cand_sources")
-MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity")
+RECENT_CLICKS = 5  # the latest clicks every candidate is compared with, item vector to item vector
+# the candidate's cosine to the user's last click, the max and mean over the RECENT_CLICKS latest (null
+# for a user with no past); p_click's rank and z-score among the user's own candidates
+HISTORY_COLUMNS = ("sim_last", "sim_recent_max", "sim_recent_mean")
+WITHIN_USER_COLUMNS = ("p_click_rank", "p_click_z")
+MODEL_COLUMNS = (S.P_CLICK, S.P_PURCHASE, "similarity", *HISTORY_COLUMNS, *WITHIN_USER_COLUMNS)
 USER_BLOCK = 1024  # users per block of candidate generation
 ROW_BLOCK = 256  # users per retrieval matrix product (a (256, N) float32 buffer)
 TOPK_ROWS = 16  # rows per argpartition: its (16, N) int64 result stays in cache
@@ -156,12 +161,16 @@ def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
 
 
 def score_pairs(
-    model, users: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray, items: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model, users: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray, items: np.ndarray, history: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """(p_click, p_purchase, similarity) of each pair (users[rows[j]], item_vectors[items[j]]), `rows`
-    sorted. The scorer runs on (users, candidates) batches, its per-user work once per user: users
-    with similar candidate counts share a batch of SCORE_USERS, padded to the longest."""
-    out = np.zeros((3, len(rows)), dtype=np.float32)
+    sorted, and with `history` (B, L) the HISTORY_COLUMNS too. The scorer runs on (users, candidates)
+    batches, its per-user work once per user: users with similar candidate counts share a batch of
+    SCORE_USERS, padded to the longest; the history similarities reuse the batch's gathered vectors."""
+    out = np.zeros((3 + (len(HISTORY_COLUMNS) if history is not None else 0), len(rows)), dtype=np.float32)
+    if history is not None:
+        recent = history[:, :RECENT_CLICKS]
+        recent_mask = recent >= 0
     counts = np.bincount(rows, minlength=len(users))
     starts = np.cumsum(counts) - counts
     by_count = np.argsort(counts, kind="stable")
@@ -171,10 +180,23 @@ def score_pairs(
         width = counts[group].max()
         valid = np.arange(width)[None, :] < counts[group][:, None]
         pair = np.where(valid, starts[group][:, None] + np.arange(width)[None, :], 0)
-        scores = model.score(users[group], item_vectors[np.where(valid, items[pair], 0)])
+        candidates = item_vectors[np.where(valid, items[pair], 0)]  # (G, W, D)
+        scores = model.score(users[group], candidates)
+        if history is not None:
+            mask = recent_mask[group]  # (G, R)
+            clicked = item_vectors[np.where(mask, recent[group], 0)]  # (G, R, D)
+            sims = candidates @ clicked.transpose(0, 2, 1)  # (G, W, R)
+            has = mask.any(1)[:, None]
+            count = np.maximum(mask.sum(1), 1)[:, None]
+            scores = (
+                *scores,
+                np.where(mask[:, None, 0], sims[..., 0], np.nan),
+                np.where(has, np.where(mask[:, None, :], sims, -np.inf).max(-1), np.nan),
+                np.where(has, (sims * mask[:, None, :]).sum(-1) / count, np.nan),
+            )
         for target, values in zip(out, scores):
             target[pair[valid]] = values[valid]
-    return out[0], out[1], out[2]
+    return tuple(out)
 
 
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -264,13 +286,19 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     if cand.height == 0:
         return pl.DataFrame()
     rows, items = cand["row"].to_numpy(), cand["item_index"].to_numpy()
-    p_click, p_purchase, similarity = score_pairs(model, users, snapshot.item_vectors, rows, items)
+    p_click, p_purchase, similarity, *near = score_pairs(model, users, snapshot.item_vectors, rows, items, history)
     cand = cand.with_columns(
         pl.Series(S.P_CLICK, p_click.astype(np.float64)),
         pl.Series(S.P_PURCHASE, p_purchase.astype(np.float64)),
         pl.Series("similarity", similarity.astype(np.float64)),
+        *[pl.Series(name, values.astype(np.float64), nan_to_null=True) for name, values in zip(HISTORY_COLUMNS, near)],
         pl.Series(S.ITEM_ID, snapshot.catalog.ids.gather(items)),
         pl.Series("user_index", user_index[rows]),
         pl.Series(S.USER_ID, block[S.USER_ID].gather(rows)),
+    )
+    p = pl.col(S.P_CLICK)
+    cand = cand.with_columns(  # a block holds all of a user's candidates
+        p.rank("ordinal", descending=True).over("row").cast(pl.Int32).alias("p_click_rank"),
+        ((p - p.mean().over("row")) / p.std().over("row")).fill_nan(0.0).fill_null(0.0).alias("p_click_z"),
     )
     return cand.select(S.USER_ID, S.ITEM_ID, "user_index", "item_index", *SOURCE_COLUMNS, *MODEL_COLUMNS)

@@ -240,3 +240,47 @@ def test_the_torch_and_onnx_models_satisfy_one_interface(exported_model, trained
     assert not isinstance(object(), InterestModel)
     texts = ["red shoe", "blue hat"]
     assert torch_model.encode_items(texts).shape == onnx_model.encode_items(texts).shape == (2, torch_model.dim)
+
+
+def test_history_similarity_and_within_user_features_by_hand(exported_model, tiny_shop):
+    """sim_last / sim_recent_max / sim_recent_mean are cosines to the latest clicks; p_click's rank and z within the user."""
+    import datetime as dt
+
+    from recsys.contracts.config import CandidateConfig
+    from recsys.data import load_dataset
+    from serving.artifacts import load_export
+    from serving.candidates import RECENT_CLICKS, build_snapshot, generate_candidates
+    from serving.catalog import make_catalog
+    from serving.history import to_seconds
+    from serving.text import item_texts
+
+    data = load_dataset(tiny_shop / "items.parquet", tiny_shop / "events")
+    _, config, model, _ = load_export(exported_model, device="cpu")
+    catalog = make_catalog(data.items)
+    cutoff = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item() + dt.timedelta(microseconds=1)
+    candidates = CandidateConfig(**config["candidates"])
+    vectors = model.encode_items(item_texts(catalog.items))
+    snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=candidates)
+    clicks = (
+        data.events.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]) & (pl.col(S.TIMESTAMP) < cutoff)).collect().pipe(catalog.index_of)
+    )
+    users = pl.Series(S.USER_ID, [*clicks[S.USER_ID].unique().sort().head(6).to_list(), 10_000_001])
+    cand = generate_candidates(model, snapshot, users, candidates, config["history_length"])
+    checked = 0
+    for user in users.head(6).to_list():
+        mine = cand.filter(pl.col(S.USER_ID) == user)
+        # the latest distinct click times first, as the click log orders them (ties: whichever it kept)
+        recent = snapshot.log.histories(np.array([mine["user_index"][0]]), np.array([to_seconds(cutoff)]), RECENT_CLICKS)[0]
+        recent = recent[recent >= 0]
+        assert len(recent) and set(recent) <= set(clicks.filter(pl.col(S.USER_ID) == user)["item_index"].to_list())
+        sims = vectors[mine["item_index"].to_numpy()] @ vectors[recent].T  # (C, R)
+        np.testing.assert_allclose(mine["sim_last"].to_numpy(), sims[:, 0], atol=1e-5)
+        np.testing.assert_allclose(mine["sim_recent_max"].to_numpy(), sims.max(1), atol=1e-5)
+        np.testing.assert_allclose(mine["sim_recent_mean"].to_numpy(), sims.mean(1), atol=1e-5)
+        p = mine[S.P_CLICK].to_numpy()
+        assert mine["p_click_rank"].to_numpy()[np.argmax(p)] == 1 and sorted(mine["p_click_rank"].to_list()) == list(range(1, len(p) + 1))
+        np.testing.assert_allclose(mine["p_click_z"].to_numpy(), (p - p.mean()) / p.std(ddof=1), atol=1e-6)
+        checked += 1
+    assert checked == 6
+    cold = cand.filter(pl.col(S.USER_ID) == 10_000_001)
+    assert cold.height and cold["sim_last"].null_count() == cold.height and cold["sim_recent_max"].null_count() == cold.height
