@@ -183,25 +183,30 @@ def test_user_and_scorer_graphs_give_each_user_the_same_bits_in_any_batch(export
                 np.testing.assert_array_equal(got, want[rows, :4])
 
 
-def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_model, tiny_shop):
-    """Ranking the no-history list once and repeating it gives what ranking every such user gives."""
+def _export_at_end_of_log(exported_model, tiny_shop):
+    """(data, serving config, model, ranker, catalog, cutoff just after the last event, candidate config, item vectors)."""
     import datetime as dt
 
     from recsys.contracts.config import CandidateConfig
     from recsys.data import load_dataset
     from serving.artifacts import load_export
     from serving.catalog import make_catalog
-    from serving.score import prepare, rank_chunks
     from serving.text import item_texts
 
     data = load_dataset(tiny_shop / "items.parquet", tiny_shop / "events")
     _, config, model, ranker = load_export(exported_model, device="cpu")
     catalog = make_catalog(data.items)
     cutoff = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item() + dt.timedelta(microseconds=1)
-    candidates = CandidateConfig(**config["candidates"])
-    snapshot, tables = prepare(
-        catalog, model.encode_items(item_texts(catalog.items)), data.events, data.items, cutoff=cutoff, candidates=candidates
-    )
+    vectors = model.encode_items(item_texts(catalog.items))
+    return data, config, model, ranker, catalog, cutoff, CandidateConfig(**config["candidates"]), vectors
+
+
+def test_users_without_a_past_share_one_ranking_equal_to_ranking_each(exported_model, tiny_shop):
+    """Ranking the no-history list once and repeating it gives what ranking every such user gives."""
+    from serving.score import prepare, rank_chunks
+
+    data, config, model, ranker, catalog, cutoff, candidates, vectors = _export_at_end_of_log(exported_model, tiny_shop)
+    snapshot, tables = prepare(catalog, vectors, data.events, data.items, cutoff=cutoff, candidates=candidates)
     known = snapshot.users[S.USER_ID].to_list()
     users = pl.Series(S.USER_ID, [10_000_001, *known[:9], 10_000_002, *known[9:13], 10_000_003])  # cold users in several chunks
     runs = {
@@ -244,22 +249,10 @@ def test_the_torch_and_onnx_models_satisfy_one_interface(exported_model, trained
 
 def test_history_similarity_and_within_user_features_by_hand(exported_model, tiny_shop):
     """sim_last / sim_recent_max / sim_recent_mean are cosines to the latest clicks; p_click's rank and z within the user."""
-    import datetime as dt
-
-    from recsys.contracts.config import CandidateConfig
-    from recsys.data import load_dataset
-    from serving.artifacts import load_export
     from serving.candidates import RECENT_CLICKS, build_snapshot, generate_candidates
-    from serving.catalog import make_catalog
     from serving.history import to_seconds
-    from serving.text import item_texts
 
-    data = load_dataset(tiny_shop / "items.parquet", tiny_shop / "events")
-    _, config, model, _ = load_export(exported_model, device="cpu")
-    catalog = make_catalog(data.items)
-    cutoff = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item() + dt.timedelta(microseconds=1)
-    candidates = CandidateConfig(**config["candidates"])
-    vectors = model.encode_items(item_texts(catalog.items))
+    data, config, model, _, catalog, cutoff, candidates, vectors = _export_at_end_of_log(exported_model, tiny_shop)
     snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=candidates)
     clicks = (
         data.events.filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]) & (pl.col(S.TIMESTAMP) < cutoff)).collect().pipe(catalog.index_of)
