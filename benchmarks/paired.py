@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
+from scipy.stats import t as student_t  # scipy comes with lightgbm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,26 +34,6 @@ from recsys.generate import generate_shop  # noqa: E402
 from recsys.jobs.evaluate import evaluate  # noqa: E402
 
 METRICS = ("ev@10", "ndcg@10")
-# two-sided 95% Student t quantiles by degrees of freedom (runs − 1); beyond 30 the normal's
-T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
-
-
-def t95(df: int) -> float:
-    return T95.get(df) or T95[max(k for k in T95 if k <= df)] if df <= 30 else 1.96
 
 
 def across(values: list[float]) -> dict:
@@ -61,17 +41,15 @@ def across(values: list[float]) -> dict:
     n = len(values)
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / n**0.5 if n > 1 else float("nan")
-    half = t95(n - 1) * se if n > 1 else float("nan")
+    half = float(student_t.ppf(0.975, n - 1)) * se if n > 1 else float("nan")
     return {"mean": mean, "se": se, "ci95": [mean - half, mean + half], "n": n, "runs": values}
 
 
-def run_once(shop: Path, work: Path, seed: int, config, reuse: bool) -> tuple[dict, pl.DataFrame]:
+def run_once(shop: Path, work: Path, seed: int, config, reuse: bool) -> dict:
     saved = work / "metrics.json"
-    if reuse and saved.is_file() and (work / "artifacts" / "per_user.parquet").is_file():
-        report = json.loads(saved.read_text(encoding="utf-8"))
-    else:
-        report = evaluate(shop / "items.parquet", shop / "events", work, config, test_days=3, device="cpu", seed=seed)
-    return report, pl.read_parquet(work / "artifacts" / "per_user.parquet")
+    if reuse and saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))
+    return evaluate(shop / "items.parquet", shop / "events", work, config, test_days=3, device="cpu", seed=seed)
 
 
 def main() -> None:
@@ -90,16 +68,10 @@ def main() -> None:
             generate_shop(shop, seed=shop_seed)
         for seed in args.seeds:
             started = time.perf_counter()
-            report, per_user = run_once(shop, args.work / f"shop-{shop_seed}-seed-{seed}", seed, args.config, args.reuse)
+            report = run_once(shop, args.work / f"shop-{shop_seed}-seed-{seed}", seed, args.config, args.reuse)
             systems = report["systems"]
-            diffs = {
-                metric: {
-                    name: float((per_user[f"{metric}|{FULL}"] - per_user[f"{metric}|{name}"]).mean())
-                    for name in systems
-                    if name != FULL and f"{metric}|{name}" in per_user.columns
-                }
-                for metric in METRICS
-            }
+            # the run's mean per-user difference full − system, as the report computed it
+            diffs = {metric: {name: cell["mean"] for name, cell in report["paired"][metric].items()} for metric in METRICS}
             runs.append(
                 {
                     "shop_seed": shop_seed,

@@ -171,6 +171,15 @@ def covisitation_baseline(frame: pl.DataFrame, popular: pl.DataFrame, *, k: int)
     return both.filter(pl.col(S.RANK) <= k).select(S.USER_ID, S.RANK, S.ITEM_ID, (-pl.col(S.RANK).cast(pl.Float64)).alias(S.SCORE))
 
 
+def true_gain(truth_dir: Path, user_ids, item_ids, *, cutoff: dt.datetime, end: dt.datetime) -> np.ndarray:
+    """E[2^rel - 1] = p_click + 2·p_purchase by the generator's probabilities at the middle of the test
+    period; `user_ids` and `item_ids` broadcast as in `recsys.generate.true_probabilities`."""
+    from recsys.generate import true_probabilities
+
+    p_click, p_purchase = true_probabilities(truth_dir, user_ids, item_ids, cutoff + (end - cutoff) / 2)
+    return p_click + 2.0 * p_purchase
+
+
 def oracle_recommendations(
     truth_dir: Path,
     catalog: Catalog,
@@ -187,9 +196,6 @@ def oracle_recommendations(
     Same items as every system (the catalog at the cutoff minus what the user engaged with), probabilities
     at the middle of the test period.
     """
-    from recsys.generate import true_probabilities
-
-    at = cutoff + (end - cutoff) / 2
     available = catalog.available_at(cutoff) & (np.ones(len(catalog), bool) if allowed is None else allowed)
     item_index = np.flatnonzero(available)
     item_ids = catalog.ids.to_numpy()[item_index]
@@ -202,8 +208,7 @@ def oracle_recommendations(
     parts = []
     for begin in range(0, len(user_ids), 512):
         block = user_ids[begin : begin + 512]
-        p_click, p_purchase = true_probabilities(truth_dir, block[:, None].astype(np.int64), item_ids.astype(np.int64), at)
-        gain = p_click + 2.0 * p_purchase  # (B, M)
+        gain = true_gain(truth_dir, block[:, None].astype(np.int64), item_ids.astype(np.int64), cutoff=cutoff, end=end)  # (B, M)
         mask = seen.filter((pl.col("row") >= begin) & (pl.col("row") < begin + len(block)))
         gain[mask["row"].to_numpy() - begin, mask["column"].to_numpy()] = -np.inf
         top = np.argpartition(-gain, k - 1, axis=1)[:, :k]
@@ -226,12 +231,8 @@ def oracle_recommendations(
 
 def oracle_rerank(truth_dir: Path, frame: pl.DataFrame, *, cutoff: dt.datetime, end: dt.datetime, k: int = K) -> pl.DataFrame:
     """A candidate frame's top-k by the true expected gain: the best any ranker of these candidates can expect."""
-    from recsys.generate import true_probabilities
-
-    p_click, p_purchase = true_probabilities(
-        truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2
-    )
-    return rank_candidates(frame.with_columns(pl.Series("_gain", p_click + 2.0 * p_purchase)), ["_gain"], descending=[True], k=k)
+    gain = true_gain(truth_dir, frame[S.USER_ID].to_numpy(), frame[S.ITEM_ID].to_numpy(), cutoff=cutoff, end=end)
+    return rank_candidates(frame.with_columns(pl.Series("_gain", gain)), ["_gain"], descending=[True], k=k)
 
 
 def oracle_exposure_aucs(truth_dir: Path, exp: pl.DataFrame | None, *, cutoff: dt.datetime, end: dt.datetime) -> dict[str, float]:
@@ -520,19 +521,17 @@ def expected_value_per_user(
 
     An expectation, not one draw of clicks: it scores every list against what the user would do on average,
     so it has far less noise than NDCG on the logged clicks of a few days."""
-    from recsys.generate import true_probabilities
-
     top = recs.filter(pl.col(S.RANK) <= k)
-    p_click, p_purchase = true_probabilities(truth_dir, top[S.USER_ID].to_numpy(), top[S.ITEM_ID].to_numpy(), cutoff + (end - cutoff) / 2)
+    gain = true_gain(truth_dir, top[S.USER_ID].to_numpy(), top[S.ITEM_ID].to_numpy(), cutoff=cutoff, end=end)
     discount = 1.0 / np.log2(top[S.RANK].to_numpy().astype(np.float64) + 1.0)
-    per = (
-        top.select(S.USER_ID)
-        .with_columns(pl.Series("_v", (p_click + 2.0 * p_purchase) * discount))
-        .group_by(S.USER_ID)
-        .agg(pl.col("_v").sum())
-    )
-    frame = pl.DataFrame({S.USER_ID: users}).join(per, on=S.USER_ID, how="left", maintain_order="left")
-    return frame["_v"].fill_null(0.0).rename("ev")
+    per = top.select(S.USER_ID).with_columns(pl.Series("ev", gain * discount)).group_by(S.USER_ID).agg(pl.col("ev").sum())
+    return _by_user(users, per, "ev")
+
+
+def _by_user(users: pl.Series, frame: pl.DataFrame, column: str) -> pl.Series:
+    """`frame[column]` aligned to `users` (in their order), 0 for a user `frame` does not list."""
+    joined = pl.DataFrame({S.USER_ID: users}).join(frame.select(S.USER_ID, column), on=S.USER_ID, how="left", maintain_order="left")
+    return joined[column].fill_null(0.0)
 
 
 def per_user_table(systems: dict[str, pl.DataFrame], evaluation: dict, *, truth_dir: Path | None, cutoff, end) -> pl.DataFrame:
@@ -541,10 +540,7 @@ def per_user_table(systems: dict[str, pl.DataFrame], evaluation: dict, *, truth_
     users = evaluation["users"]
     columns: dict[str, pl.Series] = {S.USER_ID: users}
     for name, recs in systems.items():
-        ndcg = per_user_ndcg(recs, evaluation["relevant"], k=10, users=users)
-        columns[f"ndcg@10|{name}"] = (
-            pl.DataFrame({S.USER_ID: users}).join(ndcg, on=S.USER_ID, how="left", maintain_order="left")["ndcg"].fill_null(0.0)
-        )
+        columns[f"ndcg@10|{name}"] = _by_user(users, per_user_ndcg(recs, evaluation["relevant"], k=10, users=users), "ndcg")
         if truth_dir is not None:
             columns[f"ev@10|{name}"] = expected_value_per_user(truth_dir, recs, users, cutoff=cutoff, end=end)
     return pl.DataFrame(columns)
