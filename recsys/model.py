@@ -238,3 +238,94 @@ def multitask_loss(
         else:
             total = total + weights[name] * loss
     return LossOutput(total, {name: float(loss.detach()) for name, loss in losses.items()})
+
+
+class SequenceRecommender(nn.Module):
+    """SASRec (Kang & McAuley, 2018) over hybrid item vectors: an ID embedding plus projected text.
+
+        item i ──► g·ID[i] (dropped with p = id_dropout while training) + MLP(text vector of i)   (N + 1, D)
+        last L clicks ──► item vectors + positions ──► causal Transformer ──► state at each position
+        score(next = j) = state · item vector j, a softmax over the whole catalogue
+
+    With `text=None` it is plain SASRec; with `use_ids=False` a text-only model that scores items no one has
+    clicked. Index 0 is padding (a zero vector). Item vectors are tied between input and output, so an item
+    the model has only read about is scored with the same vector it would be clicked with.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        dim: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        max_len: int = 100,
+        dropout: float = 0.2,
+        text: torch.Tensor | None = None,
+        use_ids: bool = True,
+        id_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if text is None and not use_ids:
+            raise ValueError("a sequence model needs item ids, item text or both")
+        self.n_items, self.dim, self.max_len, self.id_dropout = n_items, dim, max_len, id_dropout
+        self.ids = nn.Embedding(n_items + 1, dim, padding_idx=0) if use_ids else None
+        if self.ids is not None:
+            nn.init.normal_(self.ids.weight, std=0.02)
+            with torch.no_grad():
+                self.ids.weight[0].zero_()
+        if text is not None:
+            if text.shape[0] != n_items + 1:
+                raise ValueError(f"text has {text.shape[0]} rows, expected {n_items + 1} (padding row first)")
+            self.register_buffer("text", text.float(), persistent=False)
+            self.text_proj = nn.Sequential(nn.Linear(text.shape[1], dim), nn.GELU(), nn.Linear(dim, dim))
+        else:
+            self.text, self.text_proj = None, None
+        self.positions = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=dim, dropout=dropout, activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.input_norm = nn.LayerNorm(dim)
+        self.output_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("_not_padding", (torch.arange(n_items + 1) > 0).float().unsqueeze(1), persistent=False)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N + 1, D): the catalogue as both input tokens and output targets; row 0 is zero."""
+        table = torch.zeros(self.n_items + 1, self.dim, device=self.positions.weight.device)
+        if self.ids is not None:
+            ids = self.ids.weight
+            if self.training and self.id_dropout > 0:
+                keep = (torch.rand(ids.shape[0], 1, device=ids.device) >= self.id_dropout).float()
+                ids = ids * keep
+            table = table + ids
+        if self.text_proj is not None:
+            table = table + self.text_proj(self.text)
+        return table * self._not_padding
+
+    def states(self, sequences: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item indices, left-padded with 0 → (B, L, D) causal states (each sees itself and earlier clicks)."""
+        table = self.item_vectors() if table is None else table
+        length = sequences.shape[1]
+        x = table[sequences] * math.sqrt(self.dim) + self.positions.weight[self.max_len - length :].unsqueeze(0)
+        x = self.dropout(self.input_norm(x))
+        padding = sequences == 0
+        # Causal, and no query attends to padding except itself (a fully masked row would give NaN).
+        causal = torch.ones(length, length, dtype=torch.bool, device=sequences.device).triu(1)
+        blocked = causal.unsqueeze(0) | padding.unsqueeze(1)
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=sequences.device).unsqueeze(0)
+        mask = blocked.repeat_interleave(self.blocks.layers[0].self_attn.num_heads, dim=0)
+        h = self.blocks(x, mask=mask)
+        return self.output_norm(h) * (~padding).unsqueeze(-1).float()
+
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next click at every non-padding position (targets 0 are skipped)."""
+        table = self.item_vectors()
+        logits = self.states(inputs, table) @ table.T  # (B, L, N + 1)
+        logits[..., 0] = float("-inf")
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
+
+    @torch.no_grad()
+    def score_next(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded histories → (B, N + 1) scores of every item as the next click."""
+        table = self.item_vectors()
+        return self.states(sequences, table)[:, -1] @ table.T

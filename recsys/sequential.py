@@ -1,0 +1,143 @@
+"""Training and scoring of the sequence model (`recsys.model.SequenceRecommender`) on a leave-one-out split.
+
+Early stopping on validation NDCG@10, measured every epoch over every user with a full ranking (the same
+evaluation as the test, recsys/loo.py); the best epoch's weights are kept. Item text enters as frozen
+vectors of the pretrained encoder (`text_vectors`), so the encoder runs once per item, not per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.contracts import schema as S
+from recsys.loo import LeaveOneOut, evaluate_scorer
+from recsys.model import SequenceRecommender, mean_pool
+
+
+@dataclass
+class SequenceConfig:
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 100
+    dropout: float = 0.2
+    use_ids: bool = True
+    use_text: bool = False
+    id_dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 200
+    patience: int = 15
+    seed: int = 0
+
+
+@dataclass
+class Fitted:
+    model: SequenceRecommender
+    config: SequenceConfig
+    best_epoch: int
+    best_valid_ndcg: float
+    curve: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def left_pad(sequences: list[np.ndarray], length: int) -> torch.Tensor:
+    """The last `length` items of each sequence, right-aligned, padded with 0 on the left."""
+    out = np.zeros((len(sequences), length), np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail) :] = tail
+    return torch.from_numpy(out)
+
+
+def item_texts(items: pl.DataFrame, split: LeaveOneOut) -> list[str]:
+    """'title. description' for each item index of the split (index 0: empty)."""
+    text = items.select(S.ITEM_ID, (pl.col(S.TITLE) + ". " + pl.col(S.DESCRIPTION).fill_null("")).alias("_text"))
+    order = pl.DataFrame({S.ITEM_ID: split.item_ids[1:]}).join(text, on=S.ITEM_ID, how="left", maintain_order="left")
+    return ["", *order["_text"].fill_null("").to_list()]
+
+
+@torch.no_grad()
+def text_vectors(texts: list[str], encoder_folder: Path, *, batch_size: int = 64, max_length: int = 64) -> torch.Tensor:
+    """(len(texts), H) L2-normalised mean-pooled states of the frozen pretrained encoder; empty text → 0."""
+    from transformers import AutoTokenizer
+
+    from recsys.encoder import load_encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_folder))
+    encoder = load_encoder(encoder_folder).eval()
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        batch = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        pooled[[i for i, t in enumerate(chunk) if not t]] = 0.0
+        rows.append(pooled)
+    return torch.cat(rows)
+
+
+def _training_pairs(split: LeaveOneOut, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-click targets over each user's training sequence: position t predicts click t + 1."""
+    trains = [split.train(u) for u in range(len(split.sequences))]
+    return left_pad([s[:-1] for s in trains], length), left_pad([s[1:] for s in trains], length)
+
+
+def scorer(model: SequenceRecommender, split: LeaveOneOut):
+    """score(users, part) for recsys.loo.evaluate_scorer."""
+
+    def score(users: np.ndarray, part: str) -> np.ndarray:
+        model.eval()
+        return model.score_next(left_pad([split.history(u, part) for u in users], model.max_len)).numpy()
+
+    return score
+
+
+def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torch.Tensor | None = None, log=None) -> Fitted:
+    """Train on the training sequences; keep the epoch with the best validation NDCG@10 (patience epochs)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = SequenceRecommender(
+        split.n_items,
+        dim=config.dim,
+        layers=config.layers,
+        heads=config.heads,
+        max_len=config.max_len,
+        dropout=config.dropout,
+        text=text if config.use_text else None,
+        use_ids=config.use_ids,
+        id_dropout=config.id_dropout,
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inputs, targets = _training_pairs(split, config.max_len)
+    started = time.perf_counter()
+    best, best_epoch, best_state, curve = -1.0, -1, None, []
+    for epoch in range(config.max_epochs):
+        model.train()
+        order = rng.permutation(len(inputs))
+        for start in range(0, len(order), config.batch_size):
+            rows = torch.from_numpy(order[start : start + config.batch_size])
+            loss = model.next_item_loss(inputs[rows], targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        valid = float(evaluate_scorer(scorer(model, split), split, "valid")["ndcg@10"].mean())
+        curve.append(valid)
+        if log is not None:
+            log(f"epoch {epoch + 1}: loss {loss.item():.3f}, valid NDCG@10 {valid:.4f}")
+        if valid > best:
+            best, best_epoch, best_state = valid, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return Fitted(model, config, best_epoch + 1, best, curve, time.perf_counter() - started)
