@@ -101,8 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             if first is None or fitted.best_valid_ndcg > first.best_valid_ndcg:
                 chosen, first = config, fitted
         for seed in args.seeds:
-            fitted = first if seed == args.seeds[0] else fit_sequence_model(split, SequenceConfig(**{**chosen.__dict__, "seed": seed}), text=text)
-            info = {"seed": seed, "dim": chosen.dim, "dropout": chosen.dropout, "id_dropout": chosen.id_dropout, "best_epoch": fitted.best_epoch, "valid_ndcg@10": fitted.best_valid_ndcg}
+            fitted = (
+                first
+                if seed == args.seeds[0]
+                else fit_sequence_model(split, SequenceConfig(**{**chosen.__dict__, "seed": seed}), text=text)
+            )
+            info = {
+                "seed": seed,
+                "dim": chosen.dim,
+                "dropout": chosen.dropout,
+                "id_dropout": chosen.id_dropout,
+                "best_epoch": fitted.best_epoch,
+                "valid_ndcg@10": fitted.best_valid_ndcg,
+            }
             record(name, scorer(fitted.model, split), {**info, "seconds": round(fitted.seconds, 1)})
 
     # Seed-averaged per-user metrics: paired differences over the same 943 users.
@@ -146,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         se = f"{row['ndcg@10_se_over_seeds']:.4f}" if row["ndcg@10_se_over_seeds"] is not None else "–"
         d = paired["all"].get(name)
         diff = f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d else "–"
-        print(f"| {name} | {row['ndcg@10']:.4f} | {se} | {row['hr@10']:.4f} | {row['ndcg@10|tied']:.4f} | {row['ndcg@10|not tied']:.4f} | {diff} |")
+        print(
+            f"| {name} | {row['ndcg@10']:.4f} | {se} | {row['hr@10']:.4f} | {row['ndcg@10|tied']:.4f} | {row['ndcg@10|not tied']:.4f} | {diff} |"
+        )
     print(f"\n{results['minutes']} min; {args.work / 'results.json'}")
     return 0
 

@@ -125,5 +125,7 @@ def metrics_from_ranks(ranks: np.ndarray, k: int = K) -> dict[str, np.ndarray]:
 def evaluate_scorer(score, split: LeaveOneOut, part: str, *, batch: int = 256) -> dict[str, np.ndarray]:
     """Per-user metrics of `score(users, part) -> (len(users), N + 1)` over every user of the split."""
     users = np.arange(len(split.sequences))
-    ranks = np.concatenate([target_ranks(score(users[i : i + batch], part), split, users[i : i + batch], part) for i in range(0, len(users), batch)])
+    ranks = np.concatenate(
+        [target_ranks(score(users[i : i + batch], part), split, users[i : i + batch], part) for i in range(0, len(users), batch)]
+    )
     return metrics_from_ranks(ranks)

@@ -282,7 +282,9 @@ class SequenceRecommender(nn.Module):
         else:
             self.text, self.text_proj = None, None
         self.positions = nn.Embedding(max_len, dim)
-        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=dim, dropout=dropout, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=dim, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.input_norm = nn.LayerNorm(dim)
         self.output_norm = nn.LayerNorm(dim)

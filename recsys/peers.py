@@ -104,7 +104,9 @@ def fit_bpr(
             pos = item_factors(torch.from_numpy(positives[rows]))
             neg = item_factors(torch.from_numpy(negatives[rows]))
             margin = (u * pos).sum(-1) - (u * neg).sum(-1)
-            loss = -torch.nn.functional.logsigmoid(margin).mean() + weight_decay * (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()) / len(rows)
+            loss = -torch.nn.functional.logsigmoid(margin).mean() + weight_decay * (
+                u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()
+            ) / len(rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -81,7 +81,9 @@ def _cycles(users: int = 80, items: int = 40, length: int = 12, seed: int = 0) -
 
 
 def test_ease_learns_co_occurrence_and_has_zero_diagonal():
-    split = leave_one_out(_events([(u, i, i) for u in range(20) for i in ((1, 2, 3, 7, 8) if u % 2 else (4, 5, 6, 9, 10))]))  # training: the first three
+    split = leave_one_out(
+        _events([(u, i, i) for u in range(20) for i in ((1, 2, 3, 7, 8) if u % 2 else (4, 5, 6, 9, 10))])
+    )  # training: the first three
     b = ease_weights(split, 1.0)
     assert np.allclose(np.diag(b), 0.0)
     one, two, four = (split.index(i) for i in (1, 2, 4))
