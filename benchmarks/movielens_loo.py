@@ -38,6 +38,12 @@ SEQUENCE_SYSTEMS = {
     HYBRID: {"use_ids": True, "use_text": True},
     "text only (ours)": {"use_ids": False, "use_text": True},
 }
+# The points the full grid chose on validation (benchmarks/RESULTS.md, 2026-12-03), for --cold-items runs.
+CHOSEN = {
+    SASREC: {"dim": 128, "dropout": 0.4},
+    HYBRID: {"dim": 64, "id_dropout": 0.3},
+    "text only (ours)": {"dim": 128, "dropout": 0.2},
+}
 DIMS = (64, 128)
 # Each sequence system gets the same 4-point grid (dimension × its own regulariser), chosen on validation.
 GRIDS = {
@@ -53,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "movielens_loo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="no dimension grid (64), at most 60 epochs")
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        default=0.0,
+        help="keep this share of items out of all training (new items) and report the users whose test click is one; uses the chosen configs",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.contracts.config import ModelConfig
     from recsys.encoder import resolve_encoder
     from recsys.evaluate import paired_difference
-    from recsys.loo import evaluate_scorer, leave_one_out
+    from recsys.loo import cold_test_users, evaluate_scorer, leave_one_out, with_cold_items
     from recsys.movielens import load_movielens
     from recsys.peers import popularity_scorer, tune_bpr, tune_ease
     from recsys.sequential import SequenceConfig, fit_sequence_model, item_texts, scorer, text_vectors
@@ -71,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     items, events = load_movielens(args.source or fetch_ml100k(args.work / "source"))
     split = leave_one_out(events)
+    if args.cold_items > 0:
+        split = with_cold_items(split, args.cold_items, seed=0)
+        print(f"{int(split.cold.sum())} cold items, {int(cold_test_users(split).sum())} users with a cold test click", flush=True)
     print(f"{len(split.sequences)} users, {split.n_items} items, {split.tied.mean():.0%} with tied test/validation timestamps", flush=True)
     text = text_vectors(item_texts(items, split), resolve_encoder(ModelConfig()))
 
@@ -93,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     max_epochs = 60 if args.quick else 200
     for name, flags in SEQUENCE_SYSTEMS.items():
         chosen, first = None, None
-        grid = [{"dim": 64, **GRIDS[name][-1]}] if args.quick else [{"dim": d, **g} for d in DIMS for g in GRIDS[name]]
+        if args.cold_items > 0:
+            grid = [CHOSEN[name]]
+        elif args.quick:
+            grid = [{"dim": 64, **GRIDS[name][-1]}]
+        else:
+            grid = [{"dim": d, **g} for d in DIMS for g in GRIDS[name]]
         for point in grid:
             config = SequenceConfig(batch_size=32, max_epochs=max_epochs, patience=10, seed=args.seeds[0], **flags, **point)
             fitted = fit_sequence_model(split, config, text=text)
@@ -119,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     # Seed-averaged per-user metrics: paired differences over the same 943 users.
     averaged = {name: {m: np.mean([run[m] for run in runs], axis=0) for m in runs[0]} for name, runs in per_user.items()}
     groups = {"all": np.ones(len(split.tied), bool), "tied": split.tied, "not tied": ~split.tied}
+    if split.cold is not None:
+        groups |= {"cold test": cold_test_users(split), "warm test": ~cold_test_users(split)}
     table = {}
     for name, runs in per_user.items():
         seed_means = np.array([run["ndcg@10"].mean() for run in runs])
@@ -160,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name} | {row['ndcg@10']:.4f} | {se} | {row['hr@10']:.4f} | {row['ndcg@10|tied']:.4f} | {row['ndcg@10|not tied']:.4f} | {diff} |"
         )
+    if split.cold is not None:
+        print("\n| system | NDCG@10 cold test users | text + ID − system | NDCG@10 warm test users |")
+        print("|---|---|---|---|")
+        for name in table:
+            cold, warm = (float(averaged[name]["ndcg@10"][groups[g]].mean()) for g in ("cold test", "warm test"))
+            d = paired["cold test"].get(name)
+            diff = f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d else "–"
+            print(f"| {name} | {cold:.4f} | {diff} | {warm:.4f} |")
     print(f"\n{results['minutes']} min; {args.work / 'results.json'}")
     return 0
 

@@ -42,6 +42,7 @@ class LeaveOneOut:
     item_ids: np.ndarray  # (N + 1,) item id of each index; [0] is padding (a copy of [1], never an answer)
     sequences: list[np.ndarray]  # per user, every click's item index in time order (≥ 3 each)
     tied: np.ndarray  # (U,) bool: the test and validation clicks share a timestamp
+    cold: np.ndarray | None = None  # (N + 1,) bool: items kept out of every training sequence (`with_cold_items`)
 
     @property
     def n_items(self) -> int:
@@ -52,10 +53,13 @@ class LeaveOneOut:
         return int(np.flatnonzero(self.item_ids[1:] == item_id)[0]) + 1
 
     def train(self, u: int) -> np.ndarray:
-        return self.sequences[u][:-2]
+        """The clicks a system learns from: all but the last two, less the cold items."""
+        train = self.sequences[u][:-2]
+        return train if self.cold is None else train[~self.cold[train]]
 
     def history(self, u: int, part: str) -> np.ndarray:
-        """What a system may see when predicting `part`'s target: training clicks, plus the validation one for the test."""
+        """What a system may see when predicting `part`'s target: the clicks before it (cold items included:
+        a new item's clicks reach the log before any retraining), excluded from its ranking."""
         return self.sequences[u][:-2] if part == "valid" else self.sequences[u][:-1]
 
     def target(self, u: int, part: str) -> int:
@@ -95,6 +99,20 @@ def leave_one_out(events: pl.DataFrame, *, min_clicks: int = 3) -> LeaveOneOut:
         sequences=[np.asarray(s, np.int64) for s in grouped["_index"].to_list()],
         tied=tied.to_numpy(),
     )
+
+
+def with_cold_items(split: LeaveOneOut, share: float, *, seed: int = 0) -> LeaveOneOut:
+    """The split with a random `share` of the items removed from all training: items no model has seen
+    clicked, as on the day they arrive. Evaluate on `cold_test_users` to see who can still find them."""
+    rng = np.random.default_rng(seed)
+    cold = np.zeros(split.n_items + 1, bool)
+    cold[1 + rng.choice(split.n_items, size=round(share * split.n_items), replace=False)] = True
+    return LeaveOneOut(split.user_ids, split.item_ids, split.sequences, split.tied, cold)
+
+
+def cold_test_users(split: LeaveOneOut) -> np.ndarray:
+    """(U,) bool: users whose test target is a cold item."""
+    return np.array([bool(split.cold[s[-1]]) for s in split.sequences]) if split.cold is not None else np.zeros(len(split.sequences), bool)
 
 
 def target_ranks(scores: np.ndarray, split: LeaveOneOut, users: np.ndarray, part: str) -> np.ndarray:

@@ -38,7 +38,9 @@ def _history_matrix(split: LeaveOneOut, users: np.ndarray, part: str) -> np.ndar
 
 def ease_weights(split: LeaveOneOut, lam: float) -> np.ndarray:
     """(N + 1, N + 1) EASE weights fitted on the training clicks (zero diagonal)."""
-    x = _history_matrix(split, np.arange(len(split.sequences)), "valid")
+    x = np.zeros((len(split.sequences), split.n_items + 1), np.float64)
+    for u in range(len(split.sequences)):
+        x[u, split.train(u)] = 1.0
     gram = x.T @ x + lam * np.eye(x.shape[1])
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)[None, :]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsys.contracts import schema as S
-from recsys.loo import evaluate_scorer, leave_one_out, metrics_from_ranks, target_ranks
+from recsys.loo import cold_test_users, evaluate_scorer, leave_one_out, metrics_from_ranks, target_ranks, with_cold_items
 from recsys.model import SequenceRecommender
 from recsys.peers import ease_weights, popularity_scorer, tune_ease
 from recsys.sequential import SequenceConfig, fit_sequence_model, left_pad, scorer
@@ -124,3 +124,15 @@ def test_sequence_model_learns_what_comes_next_and_beats_popularity_and_ease():
     assert fitted.best_valid_ndcg == max(fitted.curve)  # the best validation epoch is the one kept
     assert test > 0.9 > popularity  # the order is the whole signal: only a sequence model sees it
     assert test > ease
+
+
+def test_cold_items_are_out_of_training_but_in_the_history_a_system_sees():
+    split = with_cold_items(leave_one_out(_cycles()), 0.25, seed=3)
+    cold = split.cold
+    assert cold.sum() == 10 and not cold[0]
+    for u in range(len(split.sequences)):
+        assert not cold[split.train(u)].any()
+        assert np.array_equal(split.history(u, "test"), split.sequences[u][:-1])  # the log still holds their clicks
+    assert cold_test_users(split).tolist() == [bool(cold[s[-1]]) for s in split.sequences]
+    assert split.train_counts()[cold].sum() == 0
+    assert np.allclose(ease_weights(split, 1.0)[cold], 0.0)  # EASE has nothing to say about an item it never saw
