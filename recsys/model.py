@@ -319,11 +319,17 @@ class SequenceRecommender(nn.Module):
         h = self.blocks(x, mask=mask)
         return self.output_norm(h) * (~padding).unsqueeze(-1).float()
 
-    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy of the next click at every non-padding position (targets 0 are skipped)."""
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next click at every non-padding position (targets 0 are skipped).
+
+        `absent` (N + 1,) bool: items that did not exist while the training clicks happened; they are no
+        one's negative, or a text model would learn to push down exactly the items it has never seen clicked.
+        """
         table = self.item_vectors()
         logits = self.states(inputs, table) @ table.T  # (B, L, N + 1)
         logits[..., 0] = float("-inf")
+        if absent is not None:
+            logits[..., absent] = float("-inf")
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
 
     @torch.no_grad()

@@ -86,6 +86,8 @@ def fit_bpr(
     rng = np.random.default_rng(seed)
     users = np.concatenate([np.full(len(split.train(u)), u) for u in range(len(split.sequences))])
     positives = np.concatenate([split.train(u) for u in range(len(split.sequences))])
+    # negatives only among items that existed in training (not the cold ones of `with_cold_items`)
+    warm = np.arange(1, split.n_items + 1) if split.cold is None else np.flatnonzero(~split.cold[1:]) + 1
     user_factors = torch.nn.Embedding(len(split.sequences), dim)
     item_factors = torch.nn.Embedding(split.n_items + 1, dim)
     for table in (user_factors, item_factors):
@@ -99,7 +101,7 @@ def fit_bpr(
     best, best_epoch, best_state, curve = -1.0, -1, None, []
     for epoch in range(max_epochs):
         order = rng.permutation(len(users))
-        negatives = rng.integers(1, split.n_items + 1, size=len(users))
+        negatives = warm[rng.integers(0, len(warm), size=len(users))]
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             u = user_factors(torch.from_numpy(users[rows]))

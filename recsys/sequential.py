@@ -119,6 +119,7 @@ def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torc
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     inputs, targets = _training_pairs(split, config.max_len)
+    absent = torch.from_numpy(split.cold) if split.cold is not None else None
     started = time.perf_counter()
     best, best_epoch, best_state, curve = -1.0, -1, None, []
     for epoch in range(config.max_epochs):
@@ -126,7 +127,7 @@ def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torc
         order = rng.permutation(len(inputs))
         for start in range(0, len(order), config.batch_size):
             rows = torch.from_numpy(order[start : start + config.batch_size])
-            loss = model.next_item_loss(inputs[rows], targets[rows])
+            loss = model.next_item_loss(inputs[rows], targets[rows], absent)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

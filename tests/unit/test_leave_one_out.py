@@ -136,3 +136,18 @@ def test_cold_items_are_out_of_training_but_in_the_history_a_system_sees():
     assert cold_test_users(split).tolist() == [bool(cold[s[-1]]) for s in split.sequences]
     assert split.train_counts()[cold].sum() == 0
     assert np.allclose(ease_weights(split, 1.0)[cold], 0.0)  # EASE has nothing to say about an item it never saw
+
+
+def test_items_absent_from_training_are_no_ones_negative():
+    torch.manual_seed(0)
+    model = SequenceRecommender(8, dim=8, max_len=4, dropout=0.0).eval()
+    inputs, targets = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]])
+    absent = torch.zeros(9, dtype=torch.bool)
+    absent[[6, 7]] = True
+    with torch.no_grad():
+        table = model.item_vectors()
+        logits = (model.states(inputs, table) @ table.T)[0, 1:]  # positions with a target
+        kept = logits[:, [1, 2, 3, 4, 5, 8]]  # the catalogue without padding and the absent items
+        by_hand = torch.nn.functional.cross_entropy(kept, torch.tensor([1, 2, 3]))
+        assert model.next_item_loss(inputs, targets, absent).item() == pytest.approx(by_hand.item(), rel=1e-5)
+        assert model.next_item_loss(inputs, targets).item() > by_hand.item()  # more negatives, larger loss
