@@ -115,6 +115,21 @@ def cold_test_users(split: LeaveOneOut) -> np.ndarray:
     return np.array([bool(split.cold[s[-1]]) for s in split.sequences]) if split.cold is not None else np.zeros(len(split.sequences), bool)
 
 
+class EarlyStopping:
+    """Keeps the state of the best validation epoch; `step` says when `patience` epochs brought nothing better."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.state, self.curve = patience, float("-inf"), -1, None, []
+
+    def step(self, epoch: int, score: float, snapshot) -> bool:
+        """Record `score` for `epoch`; `snapshot()` is called (and kept) only when it is the best so far."""
+        self.curve.append(score)
+        if score > self.best:
+            self.best, self.best_epoch, self.state = score, epoch, snapshot()
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+
 def target_ranks(scores: np.ndarray, split: LeaveOneOut, users: np.ndarray, part: str) -> np.ndarray:
     """0-based rank of each user's target among all items not in the user's history.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recsys.loo import LeaveOneOut, evaluate_scorer
+from recsys.loo import EarlyStopping, LeaveOneOut, evaluate_scorer
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
 
@@ -29,18 +29,17 @@ def popularity_scorer(split: LeaveOneOut):
     return lambda users, part: np.tile(counts, (len(users), 1))
 
 
-def _history_matrix(split: LeaveOneOut, users: np.ndarray, part: str) -> np.ndarray:
-    x = np.zeros((len(users), split.n_items + 1), np.float64)
-    for row, u in enumerate(users):
-        x[row, split.history(u, part)] = 1.0
+def _click_matrix(rows: list[np.ndarray], n_items: int) -> np.ndarray:
+    """(len(rows), N + 1) 0/1: row r has a 1 at each item index of rows[r]."""
+    x = np.zeros((len(rows), n_items + 1), np.float64)
+    for r, items in enumerate(rows):
+        x[r, items] = 1.0
     return x
 
 
 def ease_weights(split: LeaveOneOut, lam: float) -> np.ndarray:
     """(N + 1, N + 1) EASE weights fitted on the training clicks (zero diagonal)."""
-    x = np.zeros((len(split.sequences), split.n_items + 1), np.float64)
-    for u in range(len(split.sequences)):
-        x[u, split.train(u)] = 1.0
+    x = _click_matrix([split.train(u) for u in range(len(split.sequences))], split.n_items)
     gram = x.T @ x + lam * np.eye(x.shape[1])
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)[None, :]
@@ -49,7 +48,7 @@ def ease_weights(split: LeaveOneOut, lam: float) -> np.ndarray:
 
 
 def ease_scorer(weights: np.ndarray, split: LeaveOneOut):
-    return lambda users, part: _history_matrix(split, users, part) @ weights
+    return lambda users, part: _click_matrix([split.history(u, part) for u in users], split.n_items) @ weights
 
 
 @dataclass
@@ -98,7 +97,7 @@ def fit_bpr(
         with torch.no_grad():
             return (user_factors.weight[torch.from_numpy(batch_users)] @ item_factors.weight.T).numpy()
 
-    best, best_epoch, best_state, curve = -1.0, -1, None, []
+    stopping = EarlyStopping(patience)
     for epoch in range(max_epochs):
         order = rng.permutation(len(users))
         negatives = warm[rng.integers(0, len(warm), size=len(users))]
@@ -115,16 +114,12 @@ def fit_bpr(
             loss.backward()
             optimizer.step()
         valid = float(evaluate_scorer(score, split, "valid")["ndcg@10"].mean())
-        curve.append(valid)
-        if valid > best:
-            best, best_epoch = valid, epoch
-            best_state = (copy.deepcopy(user_factors.state_dict()), copy.deepcopy(item_factors.state_dict()))
-        elif epoch - best_epoch >= patience:
+        if stopping.step(epoch, valid, lambda: (copy.deepcopy(user_factors.state_dict()), copy.deepcopy(item_factors.state_dict()))):
             break
-    user_factors.load_state_dict(best_state[0])
-    item_factors.load_state_dict(best_state[1])
-    params = {"dim": dim, "weight_decay": weight_decay, "lr": lr, "best_epoch": best_epoch + 1}
-    return Tuned(score, params, best, {"curve": curve})
+    user_factors.load_state_dict(stopping.state[0])
+    item_factors.load_state_dict(stopping.state[1])
+    params = {"dim": dim, "weight_decay": weight_decay, "lr": lr, "best_epoch": stopping.best_epoch + 1}
+    return Tuned(score, params, stopping.best, {"curve": stopping.curve})
 
 
 def tune_bpr(split: LeaveOneOut, *, weight_decays=(1e-5, 1e-4, 1e-3), dim: int = 64, seed: int = 0) -> Tuned:

@@ -17,8 +17,10 @@ import polars as pl
 import torch
 
 from recsys.contracts import schema as S
-from recsys.loo import LeaveOneOut, evaluate_scorer
+from recsys.loo import EarlyStopping, LeaveOneOut, evaluate_scorer
 from recsys.model import SequenceRecommender, mean_pool
+from serving.text import ItemTokenizer
+from serving.text import item_texts as serving_item_texts
 
 
 @dataclass
@@ -60,30 +62,27 @@ def left_pad(sequences: list[np.ndarray], length: int) -> torch.Tensor:
 
 
 def item_texts(items: pl.DataFrame, split: LeaveOneOut) -> list[str]:
-    """'title. description' for each item index of the split (index 0: empty)."""
-    text = items.select(S.ITEM_ID, (pl.col(S.TITLE) + ". " + pl.col(S.DESCRIPTION).fill_null("")).alias("_text"))
-    order = pl.DataFrame({S.ITEM_ID: split.item_ids[1:]}).join(text, on=S.ITEM_ID, how="left", maintain_order="left")
-    return ["", *order["_text"].fill_null("").to_list()]
+    """The product's text of each item index of the split (`serving.text.item_texts`); index 0: empty."""
+    ordered = pl.DataFrame({S.ITEM_ID: split.item_ids[1:]}).join(items, on=S.ITEM_ID, how="left", maintain_order="left")
+    return ["", *serving_item_texts(ordered)]
 
 
 @torch.no_grad()
 def text_vectors(texts: list[str], encoder_folder: Path, *, batch_size: int = 64, max_length: int = 64) -> torch.Tensor:
-    """(len(texts), H) L2-normalised mean-pooled states of the frozen pretrained encoder; empty text → 0."""
-    from transformers import AutoTokenizer
+    """(len(texts), H) L2-normalised mean-pooled states of the frozen pretrained encoder; empty text → 0.
 
+    Tokenized as serving tokenizes (`serving.text.ItemTokenizer`, batches of similar length)."""
     from recsys.encoder import load_encoder
 
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_folder))
+    tokenizer = ItemTokenizer(encoder_folder / "tokenizer.json", max_length)
     encoder = load_encoder(encoder_folder).eval()
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        batch = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        pooled[[i for i, t in enumerate(chunk) if not t]] = 0.0
-        rows.append(pooled)
-    return torch.cat(rows)
+    out = torch.zeros(len(texts), encoder.config.hidden_size)
+    for batch in tokenizer.batches(tokenizer.encode(texts), batch_size):
+        mask = torch.from_numpy(batch.attention_mask)
+        hidden = encoder(input_ids=torch.from_numpy(batch.input_ids), attention_mask=mask).last_hidden_state
+        out[torch.from_numpy(batch.order)] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
+    out[[i for i, t in enumerate(texts) if not t]] = 0.0
+    return out
 
 
 def _training_pairs(split: LeaveOneOut, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +120,7 @@ def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torc
     inputs, targets = _training_pairs(split, config.max_len)
     absent = torch.from_numpy(split.cold) if split.cold is not None else None
     started = time.perf_counter()
-    best, best_epoch, best_state, curve = -1.0, -1, None, []
+    stopping = EarlyStopping(config.patience)
     for epoch in range(config.max_epochs):
         model.train()
         order = rng.permutation(len(inputs))
@@ -132,13 +131,10 @@ def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torc
             loss.backward()
             optimizer.step()
         valid = float(evaluate_scorer(scorer(model, split), split, "valid")["ndcg@10"].mean())
-        curve.append(valid)
         if log is not None:
             log(f"epoch {epoch + 1}: loss {loss.item():.3f}, valid NDCG@10 {valid:.4f}")
-        if valid > best:
-            best, best_epoch, best_state = valid, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
+        if stopping.step(epoch, valid, lambda: copy.deepcopy(model.state_dict())):
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(stopping.state)
     model.eval()
-    return Fitted(model, config, best_epoch + 1, best, curve, time.perf_counter() - started)
+    return Fitted(model, config, stopping.best_epoch + 1, stopping.best, stopping.curve, time.perf_counter() - started)
