@@ -21,19 +21,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+import features
 from recsys import __version__
 from recsys.contracts import schema as S
 from recsys.contracts.config import CandidateConfig
 from recsys.contracts.errors import Interrupted, SchemaError, WriteError
 from recsys.contracts.files import atomic_path, describe_input, read_json, write_json, writing
 from recsys.contracts.timeline import just_after
-from recsys.data import read_table
+from recsys.data import LoadReport, read_table
 from recsys.jobs.common import load_inputs, noop
 from recsys.jobs.paths import Output, check_paths
 from recsys.registry import resolve_export_dir
 from serving.artifacts import open_export, read_export
-from serving.cache import ItemVectorCache, encoder_key
+from serving.cache import CacheStats, ItemVectorCache, encoder_key
+from serving.candidates import Snapshot
 from serving.catalog import make_catalog
+from serving.onnx_model import OnnxInterestModel
+from serving.ranking import LambdaRanker
 from serving.score import CHUNK_USERS, prepare, rank_chunks
 from serving.text import item_texts
 
@@ -62,6 +66,101 @@ def _users_to_score(users_path: str | Path | None, events: pl.LazyFrame) -> pl.S
 
 def _fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Opened:
+    """An export opened for ranking at a cutoff: what `score` writes from and `serve` answers from."""
+
+    export_dir: Path
+    manifest: dict
+    config: dict  # the export's serving config
+    model: OnnxInterestModel
+    ranker: LambdaRanker
+    snapshot: Snapshot  # item vectors encoded, the event log summarised and let go of
+    tables: features.FeatureTables
+    candidates: CandidateConfig
+    cutoff: dt.datetime
+    inputs: dict  # size and hash of every input file
+    report: LoadReport
+    cache_stats: CacheStats | None
+    timings: dict
+
+
+def open_scoring(
+    model: str | Path,
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    users_path: str | Path | None = None,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    threads: int = 0,
+    progress=None,
+    log=noop,
+) -> tuple[Opened, pl.Series]:
+    """(the opened export at just after the last event, the users to score): the inputs are validated
+    first, then the export's every hash, then its sessions open and the catalog is encoded (through the
+    item-vector cache when `cache_dir` is given). Nothing is written but the cache."""
+    timings: dict[str, float] = {}
+    export_dir = resolve_export_dir(model, log=log)
+    data = load_inputs(items_path, events_path)  # bad input fails first, before any model is loaded
+    user_ids = _users_to_score(users_path, data.events)
+    manifest, config = read_export(export_dir)  # a damaged export fails here, before any work is done
+    for warning in data.report.warnings:  # one line per reason, with counts and examples
+        log(f"warning: {warning}")
+    last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
+    cutoff = just_after(last)  # score as of just after the last event
+    inputs = {
+        "items": describe_input(items_path),
+        "events": describe_input(events_path),
+        **({"users": describe_input(users_path)} if users_path else {}),
+    }
+    candidates = CandidateConfig(**config["candidates"])
+    catalog = make_catalog(data.items)
+
+    # What every chunk shares comes from the event log (histories, seen items, co-visitation, feature
+    # tables). It is summarised before the ONNX sessions open and the catalog is encoded, and the raw
+    # log is let go of: at 5.3M events the log and the sessions together had set the run's peak memory.
+    tic = time.perf_counter()
+    snapshot, tables = prepare(catalog, None, data.events, data.items, cutoff=cutoff, candidates=candidates)
+    snapshot = dataclasses.replace(snapshot, events=None, items=None)
+    report = data.report
+    del data
+    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
+
+    model, ranker = open_export(export_dir, manifest, config, device=device, threads=threads)
+    log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
+    tic = time.perf_counter()
+    texts = item_texts(catalog.items)
+    cache_stats = None
+    if cache_dir is not None:
+        cache = ItemVectorCache(cache_dir, encoder_key(manifest, config["max_length"]))
+        vectors, cache_stats = cache.vectors(model, texts, progress=progress)
+        for warning in cache_stats.warnings:
+            log(warning)
+        log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
+    else:
+        vectors = model.encode_items(texts, progress=progress)
+    snapshot = dataclasses.replace(snapshot, item_vectors=np.ascontiguousarray(vectors, dtype=np.float32))
+    model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
+    timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
+    opened = Opened(
+        export_dir=Path(export_dir),
+        manifest=manifest,
+        config=config,
+        model=model,
+        ranker=ranker,
+        snapshot=snapshot,
+        tables=tables,
+        candidates=candidates,
+        cutoff=cutoff,
+        inputs=inputs,
+        report=report,
+        cache_stats=cache_stats,
+        timings=timings,
+    )
+    return opened, user_ids
 
 
 def score(
@@ -94,48 +193,20 @@ def score(
         inputs,
         [Output("--out", out, "file"), Output("--out", _manifest_path(out), "file"), Output("--cache-dir", cache_dir, "dir", store=True)],
     )
-    export_dir = resolve_export_dir(model, log=log)
-    data = load_inputs(items_path, events_path)  # bad input fails first, before any model is loaded
-    user_ids = _users_to_score(users_path, data.events)
-    manifest, config = read_export(export_dir)  # a damaged export fails here, before any work is done
-    for warning in data.report.warnings:  # one line per reason, with counts and examples
-        log(f"warning: {warning}")
-    last = data.events.select(pl.col(S.TIMESTAMP).max()).collect().item()
-    cutoff = just_after(last)  # score as of just after the last event
-    inputs = {
-        "items": describe_input(items_path),
-        "events": describe_input(events_path),
-        **({"users": describe_input(users_path)} if users_path else {}),
-    }
-    candidates = CandidateConfig(**config["candidates"])
-    catalog = make_catalog(data.items)
-
-    # What every chunk shares comes from the event log (histories, seen items, co-visitation, feature
-    # tables). It is summarised before the ONNX sessions open and the catalog is encoded, and the raw
-    # log is let go of: at 5.3M events the log and the sessions together had set the run's peak memory.
-    tic = time.perf_counter()
-    snapshot, tables = prepare(catalog, None, data.events, data.items, cutoff=cutoff, candidates=candidates)
-    snapshot = dataclasses.replace(snapshot, events=None, items=None)
-    report = data.report
-    del data
-    timings["snapshot_s"] = round(time.perf_counter() - tic, 3)
-
-    model, ranker = open_export(export_dir, manifest, config, device=device)
-    log(f"ONNX Runtime providers in use: {', '.join(model.providers)}")
-    tic = time.perf_counter()
-    texts = item_texts(catalog.items)
-    cache_stats = None
-    if cache_dir is not None:
-        cache = ItemVectorCache(cache_dir, encoder_key(manifest, config["max_length"]))
-        vectors, cache_stats = cache.vectors(model, texts, progress=progress)
-        for warning in cache_stats.warnings:
-            log(warning)
-        log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
-    else:
-        vectors = model.encode_items(texts, progress=progress)
-    snapshot = dataclasses.replace(snapshot, item_vectors=np.ascontiguousarray(vectors, dtype=np.float32))
-    model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
-    timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
+    opened, user_ids = open_scoring(
+        model, items_path, events_path, users_path=users_path, device=device, cache_dir=cache_dir, progress=progress, log=log
+    )
+    manifest, config, model, ranker = opened.manifest, opened.config, opened.model, opened.ranker
+    snapshot, tables, candidates, cutoff, inputs, report = (
+        opened.snapshot,
+        opened.tables,
+        opened.candidates,
+        opened.cutoff,
+        opened.inputs,
+        opened.report,
+    )
+    cache_stats = opened.cache_stats
+    timings.update(opened.timings)
 
     # finished chunks of an interrupted run with the same inputs and options are reused
     plan = _fingerprint(
