@@ -209,6 +209,11 @@ def score(
     chunk_users: int = typer.Option(
         2_000, "--chunk-users", help="Users per chunk: bounds memory; finished chunks survive a crash and are reused."
     ),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Add why each item is there: its three largest reasons (LightGBM contributions, in words) and the closest clicked item.",
+    ),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
     from recsys.jobs.score import DEFAULT_CACHE
@@ -227,11 +232,40 @@ def score(
             device=device,
             cache_dir=cache,
             chunk_users=chunk_users,
+            explain=explain,
             progress=bar,
             log=_log,
         )
     out.print(
         f"{manifest['rows']} recommendations for {manifest['users']} users written to {out_file} in {manifest['timings_s']['total_s']:.1f}s on {manifest['providers'][0]}"
+    )
+
+
+@app.command()
+@guarded
+def serve(
+    model: Path = typer.Option(..., "--model", help="EXPORT_DIR, or a model registry (its champion; reloaded when a new one is promoted)."),
+    items: Path = ItemsOpt,
+    events: Path = EventsOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Item-vector cache (default: $RECSYS_CACHE_DIR or ~/.cache/recsys)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Encode every item, touch no cache."),
+    threads: int = typer.Option(
+        1, "--threads", help="Threads per request for ONNX Runtime and LightGBM (requests run side by side); 0: all cores."
+    ),
+    watch_seconds: float = typer.Option(
+        5.0, "--watch-seconds", help="With a registry: how often to look for a new champion (0: only POST /reload)."
+    ),
+):
+    """Answer POST /recommend over HTTP with the lists `recsys score` would write (needs recsys[serve-http])."""
+    from recsys.jobs.score import DEFAULT_CACHE
+    from recsys.jobs.serve import serve as run_serve
+
+    cache = None if no_cache else (cache_dir or DEFAULT_CACHE)
+    run_serve(
+        model, items, events, host=host, port=port, device=device, cache_dir=cache, threads=threads, watch_seconds=watch_seconds, log=_log
     )
 
 

@@ -19,6 +19,7 @@ from recsys.contracts.errors import ArtifactError, RecsysError
 from recsys.contracts.schema import RELEVANCE
 from serving.candidates import MODEL_COLUMNS, SOURCE_COLUMNS, Snapshot
 
+ROW = "_row"  # a frame's row number, kept through `top_k` when the frame has it
 RANKER_FEATURES: tuple[str, ...] = (*MODEL_COLUMNS, *SOURCE_COLUMNS, *features.FEATURE_COLUMNS)
 
 
@@ -145,6 +146,12 @@ class LambdaRanker:
         params = {"num_threads": self.threads} if self.threads else {}
         return booster.predict(feature_matrix(frame, self.feature_names), **params)
 
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """(rows, features + 1) TreeSHAP contributions of each feature to each row's score, the base value
+        last; every row sums to its `predict` score (LightGBM's `pred_contrib`)."""
+        params = {"num_threads": self.threads} if self.threads else {}
+        return np.asarray(self._fitted().predict(matrix, pred_contrib=True, **params))
+
     def save(self, path: str | Path) -> None:
         self._fitted().save_model(str(path))
 
@@ -173,7 +180,7 @@ class LambdaRanker:
 def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:
     """The best `k` candidates per user by ranker score; ties broken by p_click, then item index."""
     # only the columns of a recommendation are sorted, not the ~50 feature columns beside them
-    keep = [c for c in frame.columns if c in (S.USER_ID, S.ITEM_ID, "item_index", S.P_CLICK, S.P_PURCHASE)]
+    keep = [c for c in frame.columns if c in (S.USER_ID, S.ITEM_ID, "item_index", S.P_CLICK, S.P_PURCHASE, ROW)]
     ranked = (
         frame.select(keep)
         .with_columns(pl.Series(S.SCORE, scores.astype(np.float64)))

@@ -19,7 +19,9 @@ from recsys.contracts.config import CandidateConfig
 from recsys.contracts.interest import InterestModel
 from serving.candidates import Snapshot, build_snapshot, generate_candidates
 from serving.catalog import make_catalog
-from serving.ranking import LambdaRanker, top_k
+from serving.explain import explain as explain_rows
+from serving.explain import explanation_schema
+from serving.ranking import ROW, LambdaRanker, top_k
 from serving.text import item_texts
 
 CHUNK_USERS = 2_000  # ~400k candidate rows × ~55 features per chunk: a few hundred MB
@@ -38,6 +40,7 @@ def rank_chunks(
     chunk_users: int = CHUNK_USERS,
     share_cold: bool = True,
     skip: frozenset[int] = frozenset(),
+    explain: bool = False,
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """(chunk number, top-k recommendations of that chunk's users), lazily, one chunk at a time;
     chunks numbered in `skip` (finished by an earlier, interrupted run) are not ranked.
@@ -54,19 +57,20 @@ def rank_chunks(
             continue
         chunk = user_ids.slice(begin, chunk_users)
         if not share_cold:
-            yield number, _rank_users(model, ranker, snapshot, tables, chunk, k, candidates, history_length)
+            yield number, rank_users(model, ranker, snapshot, tables, chunk, k, candidates, history_length, explain=explain)
             continue
         has_past = chunk.is_in(known)
-        parts = [_rank_users(model, ranker, snapshot, tables, chunk.filter(has_past), k, candidates, history_length)]
+        parts = [rank_users(model, ranker, snapshot, tables, chunk.filter(has_past), k, candidates, history_length, explain=explain)]
         cold = chunk.filter(~has_past)
         if cold.len():
             if shared is None:
-                shared = _rank_users(model, ranker, snapshot, tables, cold.head(1), k, candidates, history_length).drop(S.USER_ID)
+                shared = rank_users(model, ranker, snapshot, tables, cold.head(1), k, candidates, history_length, explain=explain)
+                shared = shared.drop(S.USER_ID)
             parts.append(cold.to_frame(S.USER_ID).join(shared, how="cross"))
         yield number, pl.concat(parts).sort(S.USER_ID, S.RANK)
 
 
-def _rank_users(
+def rank_users(
     model: InterestModel,
     ranker: LambdaRanker,
     snapshot: Snapshot,
@@ -75,17 +79,25 @@ def _rank_users(
     k: int,
     candidates: CandidateConfig,
     history_length: int,
+    *,
+    explain: bool = False,
 ) -> pl.DataFrame:
+    """The top-k recommendations of `users`, with the EXPLANATION_COLUMNS when `explain`."""
     cand = generate_candidates(model, snapshot, users, candidates, history_length) if users.len() else pl.DataFrame()
     if cand.height == 0:
-        return empty_recommendations(users.dtype, snapshot.catalog.ids.dtype)
+        return empty_recommendations(users.dtype, snapshot.catalog.ids.dtype, explain=explain, snapshot=snapshot)
     # in memory already: polars' in-memory engine joins a chunk 2.5x faster than the streaming default
     frame = features.join_features(cand.lazy(), tables).collect(engine="in-memory")
-    ranked = top_k(frame, ranker.predict(frame), k)
-    return ranked.select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
+    if not explain:
+        ranked = top_k(frame, ranker.predict(frame), k)
+        return ranked.select(*S.RECOMMENDATION_COLUMNS)
+    ranked = top_k(frame.with_row_index(ROW), ranker.predict(frame), k)
+    why = explain_rows(ranker, snapshot, frame[ranked[ROW].to_numpy()], history_length)
+    return ranked.select(*S.RECOMMENDATION_COLUMNS).hstack(why)
 
 
-def empty_recommendations(user_dtype, item_dtype) -> pl.DataFrame:
+def empty_recommendations(user_dtype, item_dtype, *, explain: bool = False, snapshot: Snapshot | None = None) -> pl.DataFrame:
+    why = explanation_schema(snapshot.catalog.ids.dtype) if explain else {}
     return pl.DataFrame(
         schema={
             S.USER_ID: user_dtype,
@@ -94,6 +106,7 @@ def empty_recommendations(user_dtype, item_dtype) -> pl.DataFrame:
             S.SCORE: pl.Float64,
             S.P_CLICK: pl.Float64,
             S.P_PURCHASE: pl.Float64,
+            **why,
         }
     )
 

@@ -174,13 +174,15 @@ def score(
     device: str = "auto",
     cache_dir: str | Path | None = None,
     chunk_users: int = CHUNK_USERS,
+    explain: bool = False,
     progress=None,
     log=noop,
 ) -> dict:
     """Write `out` (recommendations Parquet) and `out`.manifest.json; returns the manifest.
 
     `model`: an EXPORT_DIR, a registry (its champion) or one of its version folders. `cache_dir`: the
-    item-vector cache folder, `DEFAULT_CACHE` for the default one, None for no cache.
+    item-vector cache folder, `DEFAULT_CACHE` for the default one, None for no cache. `explain`: add
+    serving.explain's EXPLANATION_COLUMNS (why each item is there) to every row.
     """
     if k < 1:
         raise SchemaError(out, None, f"--k must be at least 1, found {k}")
@@ -214,6 +216,7 @@ def score(
         inputs,
         k,
         chunk_users,
+        explain,
         cutoff.isoformat(),
         user_ids.len(),
         hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest(),
@@ -243,6 +246,7 @@ def score(
             history_length=config["history_length"],
             chunk_users=chunk_users,
             skip=frozenset(done),
+            explain=explain,
         ):
             with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
                 frame.write_parquet(tmp)
@@ -263,6 +267,7 @@ def score(
                 "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
                 "inputs": inputs,
                 "k": k,
+                "explain": explain,
                 "rows": rows,
                 "users": users,
                 "users_requested": int(user_ids.len()),

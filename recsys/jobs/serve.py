@@ -1,0 +1,92 @@
+"""`recsys serve`: an export (or a registry's champion) answering over HTTP, exactly the lists `recsys
+score` writes at the same cutoff (docs/ARCHITECTURE.md, "Serving"). Needs the `serve-http` extra.
+
+Everything is loaded and checked before the port opens: bad input or a missing or modified export
+refuses to start (exit 2 or 3), so a deployment never routes traffic to a server that cannot answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recsys.contracts.errors import UsageError
+from recsys.jobs.common import noop
+from recsys.jobs.score import DEFAULT_CACHE, default_cache_dir, open_scoring
+from recsys.registry import Registry
+from serving.online import OnlineRecommender
+
+
+def load_recommender(
+    model: str | Path,
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    threads: int = 0,
+    log=noop,
+) -> OnlineRecommender:
+    """The recommender of `model` over the inputs as of just after their last event (as `recsys score`)."""
+    cache_dir = default_cache_dir() if cache_dir == DEFAULT_CACHE else cache_dir
+    opened, _ = open_scoring(model, items_path, events_path, device=device, cache_dir=cache_dir, threads=threads, log=log)
+    manifest = opened.manifest
+    metadata = {
+        "model_version": manifest["model_version"],
+        "precision": manifest["precision"],
+        "providers": opened.model.providers,
+        "export_dir": str(opened.export_dir),
+        "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
+        "cutoff": opened.cutoff.isoformat(),
+        "inputs": opened.inputs,
+        "item_vector_cache": opened.cache_stats.as_dict() if opened.cache_stats else None,
+        "load_timings_s": opened.timings,
+    }
+    return OnlineRecommender(
+        opened.model,
+        opened.ranker,
+        opened.snapshot,
+        opened.tables,
+        candidates=opened.candidates,
+        history_length=opened.config["history_length"],
+        metadata=metadata,
+    )
+
+
+def champion_of(model: str | Path):
+    """What a registry's promotion changes (its champion), or None when `model` is not a registry."""
+    if not Registry.is_registry(model):
+        return None
+    return lambda: Registry(model).champion
+
+
+def serve(
+    model: str | Path,
+    items_path: str | Path,
+    events_path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    threads: int = 0,
+    watch_seconds: float = 5.0,
+    log=noop,
+) -> None:
+    """Load, then serve until stopped (SIGINT/SIGTERM: uvicorn finishes the requests in flight)."""
+    try:
+        import uvicorn
+
+        from serving.http import create_app
+    except ImportError as exc:
+        raise UsageError(f"recsys serve needs the HTTP extra: pip install 'recsys[serve-http]' ({exc})") from None
+
+    def load() -> OnlineRecommender:
+        return load_recommender(model, items_path, events_path, device=device, cache_dir=cache_dir, threads=threads, log=log)
+
+    version = champion_of(model)
+    app = create_app(load, version=version, watch_seconds=watch_seconds if version else 0.0, log=log)
+    current = app.state.holder.current
+    log(
+        f"serving {current.metadata['model_version']} ({current.n_items} items, {current.n_users} users, cutoff {current.metadata['cutoff']}) on http://{host}:{port}"
+    )
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)).run()

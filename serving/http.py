@@ -1,0 +1,147 @@
+"""`recsys serve`'s HTTP interface (FastAPI; the `serve-http` extra): one `OnlineRecommender` answers,
+and a reload swaps in a new one without failing a request (docs/ARCHITECTURE.md, "Serving").
+
+    POST /recommend {user_id, k?, exclude?, recent_events?, explain?}
+    GET  /health      GET /metadata      POST /reload
+
+Requests run in FastAPI's thread pool against the recommender they started with; a reload builds the
+next one beside it (the old one keeps answering) and replaces the reference in one assignment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.contracts import schema as S
+from serving.explain import EXPLANATION_COLUMNS
+from serving.online import MAX_K, OnlineRecommender, RecentEvent, RequestError
+
+Id = int | str
+
+
+class RecentEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: Id
+    event: Literal["click", "purchase"] = S.CLICK
+    timestamp: dt.datetime | None = None
+
+
+class RecommendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Id
+    k: int = Field(20, ge=1, le=MAX_K)
+    exclude: list[Id] = Field(default_factory=list, max_length=10_000)
+    recent_events: list[RecentEventIn] = Field(default_factory=list, max_length=1_000)
+    explain: bool = False
+
+
+class Holder:
+    """The recommender that answers now, and the one reload at a time that may replace it."""
+
+    def __init__(self, load: Callable[[], OnlineRecommender]):
+        self._load = load
+        self._reloading = threading.Lock()
+        self.current = load()
+        self.reloads = 0
+
+    def reload(self) -> OnlineRecommender:
+        with self._reloading:
+            fresh = self._load()  # fails without touching the one that answers
+            self.current = fresh  # one reference assignment: a request sees the old or the new, whole
+            self.reloads += 1
+            return fresh
+
+
+def create_app(
+    load: Callable[[], OnlineRecommender], *, version: Callable[[], object] | None = None, watch_seconds: float = 0.0, log=print
+) -> FastAPI:
+    """The app over `load()`'s recommender. With `version` and `watch_seconds` > 0, a background thread
+    polls `version()` (a registry's champion) and reloads when it changes."""
+    holder = Holder(load)
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = version()
+        while not stop.wait(watch_seconds):
+            try:
+                now = version()
+                if now != seen:
+                    log(f"model changed ({seen} -> {now}): reloading")
+                    holder.reload()
+                    seen = now
+            except Exception as exc:  # a half-promoted or damaged registry: keep serving what is loaded
+                log(f"reload failed, still serving {holder.current.metadata.get('model_version')}: {exc}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        watcher = None
+        if version is not None and watch_seconds > 0:
+            watcher = threading.Thread(target=watch, name="registry-watch", daemon=True)
+            watcher.start()
+        yield
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+
+    app = FastAPI(title="recsys", lifespan=lifespan)
+    app.state.holder = holder
+
+    @app.exception_handler(RequestError)
+    def request_error(request, exc: RequestError):  # the same shape as FastAPI's own validation errors
+        loc = ["body", *(int(p) if p.isdigit() else p for p in exc.field.split("."))]
+        return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": exc.problem, "type": "value_error"}]})
+
+    @app.post("/recommend")
+    def recommend(body: RecommendIn) -> dict:
+        recommender = holder.current
+        started = time.perf_counter()
+        recent = [RecentEvent(e.item_id, e.event, e.timestamp) for e in body.recent_events]
+        ranked = recommender.recommend(body.user_id, body.k, exclude=body.exclude, recent_events=recent, explain=body.explain)
+        rows = ranked.select(S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE).to_dicts()
+        if body.explain:
+            for row, why in zip(rows, ranked.select(EXPLANATION_COLUMNS).to_dicts()):
+                row["explanation"] = {
+                    "reasons": why["reasons"],
+                    "base": why["explain_base"],
+                    "other": why["explain_other"],
+                    "similar_clicked": None
+                    if why["similar_clicked_item_id"] is None
+                    else {"item_id": why["similar_clicked_item_id"], "similarity": why["similar_clicked_similarity"]},
+                }
+        return {
+            "user_id": body.user_id,
+            "known_user": recommender.knows(body.user_id) or bool(recent),
+            "model_version": recommender.metadata.get("model_version"),
+            "cutoff": recommender.metadata.get("cutoff"),
+            "recommendations": rows,
+            "took_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    @app.get("/health")
+    def health() -> dict:
+        recommender = holder.current
+        return {"status": "ok", "model_version": recommender.metadata.get("model_version"), "reloads": holder.reloads}
+
+    @app.get("/metadata")
+    def metadata() -> dict:
+        recommender = holder.current
+        return {**recommender.metadata, "users": recommender.n_users, "items": recommender.n_items, "reloads": holder.reloads}
+
+    @app.post("/reload")
+    def reload() -> dict:
+        try:
+            fresh = holder.reload()
+        except Exception as exc:
+            raise HTTPException(status_code=409, detail=f"reload failed, still serving the previous model: {exc}") from None
+        return {"model_version": fresh.metadata.get("model_version"), "reloads": holder.reloads}
+
+    return app
