@@ -28,10 +28,16 @@ def load_recommender(
 ) -> OnlineRecommender:
     """The recommender of `model` over the inputs as of just after their last event (as `recsys score`)."""
     cache_dir = default_cache_dir() if cache_dir == DEFAULT_CACHE else cache_dir
+    version = None
+    if Registry.is_registry(model):  # pin the champion once, so the version reported is the one loaded
+        registry = Registry(model)
+        version = registry.champion
+        model = registry.version_dir(version) if version else model
     opened, _ = open_scoring(model, items_path, events_path, device=device, cache_dir=cache_dir, threads=threads, log=log)
     manifest = opened.manifest
     metadata = {
         "model_version": manifest["model_version"],
+        "registry_version": version,
         "precision": manifest["precision"],
         "providers": opened.model.providers,
         "export_dir": str(opened.export_dir),

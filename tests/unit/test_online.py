@@ -35,7 +35,16 @@ def batch(exported_model, tiny_shop, tmp_path_factory):
     unknown = pl.Series(S.USER_ID, [users.max() + 1, users.max() + 2], dtype=users.dtype)
     pl.DataFrame({S.USER_ID: pl.concat([users, unknown])}).write_parquet(folder / "users.parquet")
     out = folder / "recs.parquet"
-    score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=10, users_path=folder / "users.parquet", device="cpu", explain=True)
+    score(
+        exported_model,
+        tiny_shop / "items.parquet",
+        tiny_shop / "events",
+        out,
+        k=10,
+        users_path=folder / "users.parquet",
+        device="cpu",
+        explain=True,
+    )
     return pl.read_parquet(out), unknown.to_list()
 
 
@@ -97,7 +106,9 @@ def test_explanations_sum_to_the_score_and_name_every_feature(online, batch, tin
     assert (matrix.sum(1) == 1).all() and (matrix.sum(0) >= 1).all()  # each feature in one reason, no empty reason
     frame, _ = batch
     assert set(EXPLANATION_COLUMNS) <= set(frame.columns)
-    total = frame["explain_base"] + frame["explain_other"] + frame["reasons"].list.eval(pl.element().struct.field("contribution")).list.sum()
+    total = (
+        frame["explain_base"] + frame["explain_other"] + frame["reasons"].list.eval(pl.element().struct.field("contribution")).list.sum()
+    )
     np.testing.assert_allclose(total.to_numpy(), frame[S.SCORE].to_numpy(), rtol=1e-9, atol=1e-9)
     reasons = frame["reasons"].explode().struct.unnest()
     assert set(reasons["reason"].unique()) <= set(REASONS) and reasons["text"].str.len_chars().min() > 5
@@ -107,9 +118,152 @@ def test_explanations_sum_to_the_score_and_name_every_feature(online, batch, tin
     assert all(c == sorted(c, reverse=True) for c in contributions.to_list())
     # a user with a past: the closest clicked item is one they clicked
     row = frame.filter(pl.col("similar_clicked_item_id").is_not_null()).row(0, named=True)
-    clicks = pl.read_parquet(tiny_shop / "events").filter(
-        (pl.col(S.USER_ID) == row[S.USER_ID]) & (pl.col(S.EVENT) == S.CLICK)
-    )
+    clicks = pl.read_parquet(tiny_shop / "events").filter((pl.col(S.USER_ID) == row[S.USER_ID]) & (pl.col(S.EVENT) == S.CLICK))
     assert row["similar_clicked_item_id"] in clicks[S.ITEM_ID].to_list()
     # explaining changes nothing about the list
     assert online.recommend(row[S.USER_ID], 10, explain=True).select(S.RECOMMENDATION_COLUMNS).equals(online.recommend(row[S.USER_ID], 10))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`recsys serve` as a real process on 127.0.0.1, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, model, shop, *extra):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cli = CliProcess(
+            "serve",
+            "--model",
+            model,
+            "--items",
+            shop / "items.parquet",
+            "--events",
+            shop / "events",
+            "--port",
+            self.port,
+            "--no-cache",
+            "--device",
+            "cpu",
+            *extra,
+        )
+
+    def __enter__(self) -> Server:
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.cli.wait_until(up, "the server answers /health", timeout=120)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cli.process.terminate()
+        try:
+            self.cli.process.wait(timeout=20)
+        except Exception:
+            self.cli.process.kill()
+            self.cli.process.wait(timeout=20)
+
+
+def test_http_answers_equal_the_batch_file_and_bad_requests_name_the_field(exported_model, tiny_shop, batch):
+    frame, unknown = batch
+    users = frame[S.USER_ID].unique().sort().to_list()
+    with Server(exported_model, tiny_shop) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        for user in [*users[::20], unknown[0]]:
+            answer = client.post("/recommend", json={"user_id": user, "k": 10})
+            assert answer.status_code == 200, answer.text
+            got = pl.DataFrame(answer.json()["recommendations"]).select(S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
+            expected = _one(frame, user).drop(S.USER_ID).select(got.columns)
+            assert got.cast(expected.schema).equals(expected), user
+        assert client.post("/recommend", json={"user_id": unknown[0]}).json()["known_user"] is False
+
+        explained = client.post("/recommend", json={"user_id": users[0], "k": 5, "explain": True}).json()["recommendations"]
+        for row in explained:
+            why = row["explanation"]
+            assert abs(why["base"] + why["other"] + sum(r["contribution"] for r in why["reasons"]) - row["score"]) < 1e-9
+            assert why["similar_clicked"]["item_id"] is not None
+
+        bad = [
+            (("k",), {"user_id": users[0], "k": 0}),
+            (("user_id",), {"k": 5}),
+            (("exclude", 0), {"user_id": users[0], "exclude": [[1]]}),
+            (("user_id",), {"user_id": "somebody"}),
+            (("recent_events", 0, "item_id"), {"user_id": users[0], "recent_events": [{"item_id": 10**9}]}),
+            (("recent_events", 0, "event"), {"user_id": users[0], "recent_events": [{"item_id": 1, "event": "view"}]}),
+            (("colour",), {"user_id": users[0], "colour": "red"}),
+        ]
+        for loc, body in bad:
+            answer = client.post("/recommend", json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            locations = [tuple(d["loc"][1:])[: len(loc)] for d in answer.json()["detail"]]
+            assert loc in locations, (loc, answer.json())
+
+        meta = client.get("/metadata").json()
+        assert meta["providers"] == ["CPUExecutionProvider"] and meta["items"] > 0
+        assert meta["cutoff"] and meta["artifact_hashes"] and meta["precision"] == "fp32"
+
+
+def test_a_registry_champion_reloads_on_promotion_with_no_failed_request(tmp_path, trained_model, exported_model, tiny_shop):
+    from recsys.registry import Registry
+
+    registry = Registry.create(tmp_path / "registry")
+    for _ in range(2):
+        with registry.stage() as staging:
+            shutil.copytree(trained_model, staging / "model")
+            shutil.copytree(exported_model, staging / "export")
+            registry.register(staging, created_by="test")
+    registry.promote("v0001", reason="first")
+    statuses: list[int] = []
+    stop = threading.Event()
+    with Server(registry.root, tiny_shop, "--watch-seconds", "0.5") as server:
+        assert httpx.get(f"{server.url}/metadata").json()["registry_version"] == "v0001"
+
+        def load() -> None:  # bounded: at most 400 requests or 90 s
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                deadline = time.monotonic() + 90
+                while not stop.is_set() and len(statuses) < 400 and time.monotonic() < deadline:
+                    statuses.append(client.post("/recommend", json={"user_id": 1, "k": 5}).status_code)
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        try:
+            registry.promote("v0002", reason="test")
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{server.url}/metadata").json()["registry_version"] != "v0002":
+                assert time.monotonic() < deadline, "no reload within 60 s of the promotion"
+                time.sleep(0.2)
+            reloaded = httpx.post(f"{server.url}/reload", timeout=60)
+            assert reloaded.status_code == 200 and reloaded.json()["reloads"] == 2
+        finally:
+            stop.set()
+            worker.join(timeout=60)
+    assert len(statuses) > 0 and set(statuses) == {200}, statuses[:20]
+
+
+def test_a_modified_export_refuses_to_start(tmp_path, exported_model, tiny_shop):
+    from recsys.contracts.layout import RANKER_FILE
+
+    export = tmp_path / "export"
+    shutil.copytree(exported_model, export)
+    (export / RANKER_FILE).write_text((export / RANKER_FILE).read_text() + "\n")
+    cli = CliProcess(
+        "serve",
+        "--model",
+        export,
+        "--items",
+        tiny_shop / "items.parquet",
+        "--events",
+        tiny_shop / "events",
+        "--port",
+        _free_port(),
+        "--no-cache",
+    )
+    assert cli.process.wait(timeout=120) == 3
+    cli._reader.join(timeout=10)
+    assert "modified or truncated" in cli.stderr and RANKER_FILE in cli.stderr
