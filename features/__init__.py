@@ -8,12 +8,13 @@ compose with `.pipe` and collect once.
 from features.affinity import user_category_affinity, user_domain_affinity
 from features.item import item_features, popular_items
 from features.neighbors import covisitation
-from features.pairs import FEATURE_COLUMNS, FeatureTables, feature_tables, join_features, pair_features
+from features.pairs import FEATURE_COLUMNS, FeatureTables, IndexedTables, feature_tables, join_features, pair_features
 from features.user import last_clicked_items, user_features
 
 __all__ = [
     "FEATURE_COLUMNS",
     "FeatureTables",
+    "IndexedTables",
     "feature_tables",
     "join_features",
     "covisitation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 
 from features._common import EVENT_NAMES, events_before, is_engagement
@@ -97,6 +98,59 @@ class FeatureTables:
         category = AffinityParts(self.category.key, *done[3:6])
         domain = AffinityParts(self.domain.key, *done[6:9])
         return FeatureTables(done[0], done[1], done[2], category, domain, done[9], done[10], done[11])
+
+    def indexed(self) -> IndexedTables:
+        """These (collected) tables sorted by their keys, for cutting them down to a few users cheaply."""
+        return IndexedTables(self)
+
+
+class IndexedTables:
+    """Feature tables sorted by key, so that the rows of a few users and items are found by binary search:
+    `restrict` returns FeatureTables holding only the rows those pairs can join, with the same features
+    for them. A join builds its hash table on its right side, so joining one user's ~200 candidates
+    against the whole shop's tables cost 6.7 ms a request at 50k items; filtering them first, 2.3 ms."""
+
+    def __init__(self, tables: FeatureTables):
+        def by(frame: pl.LazyFrame, key: str) -> tuple[pl.DataFrame, np.ndarray]:
+            frame = frame.collect().sort(key, nulls_last=True)
+            return frame, frame[key].to_numpy()
+
+        self.users, self.items, self.categories = by(tables.users, S.USER_ID), by(tables.items, S.ITEM_ID), by(tables.categories, S.ITEM_ID)
+        self.parts = [
+            (p.key, by(p.user_key, S.USER_ID), by(p.user_total, S.USER_ID), p.key_share.collect().lazy())
+            for p in (tables.category, tables.domain)
+        ]
+        self.history, self.has_history = by(tables.history, S.USER_ID), by(tables.has_history, S.USER_ID)
+        self.links = by(tables.links, _HISTORY_ITEM)
+
+    def restrict(self, user_ids: pl.Series, item_ids: pl.Series) -> FeatureTables:
+        users, items = np.unique(user_ids.to_numpy()), np.unique(item_ids.to_numpy())
+        history = _rows(self.history, users)
+        parts = [AffinityParts(key, _rows(uk, users).lazy(), _rows(ut, users).lazy(), share) for key, uk, ut, share in self.parts]
+        return FeatureTables(
+            users=_rows(self.users, users).lazy(),
+            items=_rows(self.items, items).lazy(),
+            categories=_rows(self.categories, items).lazy(),
+            category=parts[0],
+            domain=parts[1],
+            history=history.lazy(),
+            links=_rows(self.links, np.unique(history[_HISTORY_ITEM].drop_nulls().to_numpy())).lazy(),
+            has_history=_rows(self.has_history, users).lazy(),
+        )
+
+
+def _rows(table: tuple[pl.DataFrame, np.ndarray], keys: np.ndarray) -> pl.DataFrame:
+    """The rows of a key-sorted table whose key is one of `keys` (sorted, distinct)."""
+    frame, sorted_keys = table
+    if len(keys) == 0 or frame.height == 0:
+        return frame.clear()
+    lo = np.searchsorted(sorted_keys, keys, side="left")
+    hi = np.searchsorted(sorted_keys, keys, side="right")
+    counts = hi - lo
+    if counts.sum() == 0:
+        return frame.clear()
+    index = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    return frame[index]
 
 
 def _parts(parts: AffinityParts) -> list[pl.LazyFrame]:

@@ -267,3 +267,29 @@ def test_a_modified_export_refuses_to_start(tmp_path, exported_model, tiny_shop)
     assert cli.process.wait(timeout=120) == 3
     cli._reader.join(timeout=10)
     assert "modified or truncated" in cli.stderr and RANKER_FILE in cli.stderr
+
+
+def test_requests_ranked_together_equal_each_alone(online):
+    from serving.online import Batcher, RecentEvent
+
+    users = online.snapshot.users[S.USER_ID].to_list()
+    stranger = int(max(users)) + 5
+    asks = [
+        online.request(users[0], 10),
+        online.request(users[1], 3, exclude=[online.recommend(users[1], 1)[S.ITEM_ID][0]]),
+        online.request(users[0], 5, explain=True),
+        online.request(stranger, 7),
+        online.request(users[2], 4, recent_events=[RecentEvent(online.recommend(users[2], 1)[S.ITEM_ID][0])]),
+        online.request(users[0], 10),  # the same user twice in one batch
+    ]
+    together = online.recommend_many(asks)
+    alone = [online.recommend_many([ask])[0] for ask in asks]
+    assert all(a.equals(b) for a, b in zip(together, alone))
+    assert [len(a) for a in together] == [10, 3, 5, 7, 4, 10] and "reasons" in together[2].columns
+    batcher = Batcher(max_batch=4)
+    try:
+        futures = [batcher.submit(online, ask) for ask in asks]
+        assert all(f.result(timeout=60).equals(b) for f, b in zip(futures, alone))
+    finally:
+        batcher.close()
+    assert batcher.requests == len(asks) and batcher.batches >= 2  # at most 4 a batch
