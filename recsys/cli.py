@@ -174,14 +174,22 @@ def retrain(
 @app.command()
 @guarded
 def export(
-    model: Path = typer.Option(..., "--model", help="MODEL_DIR written by `recsys train`."),
-    out_dir: Path = typer.Option(..., "--out", help="EXPORT_DIR to write (replaced atomically)."),
+    model: Path = typer.Option(..., "--model", help="MODEL_DIR written by `recsys train` (with --format triton, an EXPORT_DIR too)."),
+    out_dir: Path = typer.Option(..., "--out", help="EXPORT_DIR (or Triton model repository) to write, replaced atomically."),
     precision: str = typer.Option("fp32", help="fp32, fp16 (for CUDA) or int8 (dynamic, per-channel; for CPU)."),
+    format: str = typer.Option("onnx", "--format", help="onnx: an EXPORT_DIR for recsys score/serve; triton: a Triton model repository."),
 ):
     """Export the model to ONNX (+ tokenizer, ranker, manifest) after checking parity with PyTorch."""
     from recsys.jobs.export import export as run_export
 
-    manifest = run_export(model, out_dir, precision=precision, log=_log)
+    manifest = run_export(model, out_dir, precision=precision, format=format, log=_log)
+    if format == "triton":
+        parity = manifest["ranker_parity"]
+        out.print(
+            f"Triton repository of {manifest['model_version']} ({manifest['precision']}) written to {out_dir}: "
+            f"{', '.join(manifest['models'])}; ranker max abs diff {parity['max_abs_diff']:.1e} vs LightGBM"
+        )
+        return
     parity = manifest["parity"][precision]
     out.print(
         f"exported {manifest['model_version']} ({precision}) to {out_dir}: item-vector cosine {parity['item_vector_mean_cosine']:.6f}"
