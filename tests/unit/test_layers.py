@@ -60,6 +60,15 @@ FORBIDDEN_THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "serving": ("torch", "transformers", "safetensors", "onnx", "typer"),
 }
 
+# optional stacks (extras): only these modules import them, so the core install never needs them
+OPTIONAL_STACKS: dict[str, tuple[str, ...]] = {
+    "fastapi": ("serving.http",),
+    "pydantic": ("serving.http",),
+    "uvicorn": ("recsys.jobs.serve",),
+    "onnxmltools": ("export.triton",),
+    "tritonclient": (),
+}
+
 
 def room_of(module: str) -> str | None:
     best, room = -1, None
@@ -116,6 +125,8 @@ def violations(sources: dict[str, tuple[str, bool]]) -> list[str]:
                     problems.append(f"{module}:{line} imports {target}: {room} → {target_room} is against the layers")
             elif top in FORBIDDEN_THIRD_PARTY.get(room, ()):
                 problems.append(f"{module}:{line} imports {target}: the {room} room never imports {top}")
+            elif top in OPTIONAL_STACKS and module not in OPTIONAL_STACKS[top]:
+                problems.append(f"{module}:{line} imports {target}: {top} is an optional extra, imported only by {OPTIONAL_STACKS[top]}")
     return problems
 
 
@@ -143,6 +154,7 @@ def test_every_import_follows_the_layers():
         ("recsys.contracts.new", "from recsys import data\n", "contracts → library"),
         ("recsys.cli", "from recsys.registry import Registry\n", "cli → library"),
         ("serving.new", "import torch\n", "never imports torch"),
+        ("serving.online", "import fastapi\n", "fastapi is an optional extra"),
         ("recsys.brand_new", "x = 1\n", "in no room"),
     ],
 )
