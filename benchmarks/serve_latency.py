@@ -73,6 +73,30 @@ async def load(url: str, bodies: list[dict], concurrency: int, max_seconds: floa
     }
 
 
+def batch_explain(export: str, shop: Path, users: int = 4000) -> dict:
+    """`recsys score` with and without --explain on the same users with a past, side by side."""
+    from recsys.jobs.score import score
+
+    chosen = shop / "users-explain.parquet"
+    pl.scan_parquet(shop / "events").select("user_id").unique().sort("user_id").head(users).collect().write_parquet(chosen)
+    runs = {}
+    for explain in (False, True):
+        out = shop / f"recs-explain-{explain}.parquet"
+        manifest = score(
+            export,
+            shop / "items.parquet",
+            shop / "events",
+            out,
+            k=20,
+            users_path=chosen,
+            device="cpu",
+            cache_dir=OUT / "score-cache",
+            explain=explain,
+        )
+        runs[explain] = manifest["timings_s"]["rank_s"]
+    return {"users": users, "rank_s": runs[False], "rank_s_explain": runs[True], "ratio": round(runs[True] / runs[False], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export", default=str(OUT / "export-int8"), help="EXPORT_DIR (benchmarks/run.py makes it)")
@@ -138,6 +162,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    results["batch_explain"] = batch_explain(args.export, shop)
+    print(json.dumps(results["batch_explain"]), flush=True)
     (OUT / "serve.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'serve.json'}")
 
