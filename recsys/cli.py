@@ -222,8 +222,18 @@ def score(
         "--explain",
         help="Add why each item is there: its three largest reasons (LightGBM contributions, in words) and the closest clicked item.",
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local, or ray: blocks of users ranked by Ray actors; --out is then a folder of Parquet parts."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: [engine] address, $RAY_ADDRESS, else a local Ray)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML config: its [engine] section (workers, cpus/gpus per worker, batch_users)."
+    ),
 ):
     """Recommend the top K unseen items for every user (or for --users) with the exported model."""
+    from recsys.contracts.config import load_config
     from recsys.jobs.score import DEFAULT_CACHE
     from recsys.jobs.score import score as run_score
     from recsys.progress import progress_bars
@@ -241,6 +251,9 @@ def score(
             cache_dir=cache,
             chunk_users=chunk_users,
             explain=explain,
+            engine=engine,
+            engine_config=load_config(config).engine,
+            ray_address=ray_address,
             progress=bar,
             log=_log,
         )

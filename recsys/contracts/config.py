@@ -87,6 +87,18 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Where `recsys score --engine ray` runs (README, "Running on a cluster"); defaults fit a laptop."""
+
+    address: str = ""  # a Ray cluster ("ray://host:10001", "host:6379", "auto"); "" = $RAY_ADDRESS, else Ray in this process
+    workers: int = 2  # scoring actors, each with its own ONNX Runtime sessions
+    cpus_per_worker: int = 1  # Ray CPUs per actor, and its ONNX Runtime / LightGBM threads
+    gpus_per_worker: float = 0.0  # > 0: actors run on GPU nodes, ONNX Runtime on CUDA
+    batch_users: int = 2000  # users per block: one Parquet part, one unit of retry and resume
+    object_store_mb: int = 0  # the object store of a Ray started in this process; 0 = Ray's default
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: tuple[TaskConfig, ...] = (TaskConfig("click", 1.0), TaskConfig("purchase", 1.0))
@@ -95,6 +107,7 @@ class Config:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -156,6 +169,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         "candidates": CandidateConfig,
         "windows": WindowConfig,
         "retrain": RetrainConfig,
+        "engine": EngineConfig,
     }
     for key in data:
         if key not in sections and key != "tasks":
@@ -191,6 +205,11 @@ def _check(cfg: Config) -> None:
         )
     if cfg.retrain.precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"retrain.precision: expected 'fp32', 'fp16' or 'int8', found {cfg.retrain.precision!r}")
+    if cfg.engine.workers < 1 or cfg.engine.cpus_per_worker < 1 or cfg.engine.batch_users < 1 or cfg.engine.gpus_per_worker < 0:
+        raise ConfigError(
+            "engine: workers, cpus_per_worker and batch_users must be at least 1 and gpus_per_worker not negative, found "
+            f"{cfg.engine.workers}, {cfg.engine.cpus_per_worker}, {cfg.engine.batch_users}, {cfg.engine.gpus_per_worker}"
+        )
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"model.dim ({cfg.model.dim}) must be divisible by model.heads ({cfg.model.heads})")
 

@@ -9,6 +9,7 @@ finished parts and produces the same file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -24,9 +25,9 @@ import polars as pl
 import features
 from recsys import __version__
 from recsys.contracts import schema as S
-from recsys.contracts.config import CandidateConfig
-from recsys.contracts.errors import Interrupted, SchemaError, WriteError
-from recsys.contracts.files import atomic_path, describe_input, read_json, write_json, writing
+from recsys.contracts.config import CandidateConfig, EngineConfig
+from recsys.contracts.errors import Interrupted, SchemaError, UsageError, WriteError
+from recsys.contracts.files import atomic_dir, atomic_path, describe_input, read_json, write_json, writing
 from recsys.contracts.timeline import just_after
 from recsys.data import LoadReport, read_table
 from recsys.jobs.common import load_inputs, noop
@@ -41,6 +42,7 @@ from serving.ranking import LambdaRanker
 from serving.score import CHUNK_USERS, prepare, rank_chunks
 from serving.text import item_texts
 
+ENGINES = ("local", "ray")
 DEFAULT_CACHE = "default"  # --cache-dir not given: $RECSYS_CACHE_DIR, else ~/.cache/recsys
 
 
@@ -175,10 +177,16 @@ def score(
     cache_dir: str | Path | None = None,
     chunk_users: int = CHUNK_USERS,
     explain: bool = False,
+    engine: str = "local",
+    engine_config: EngineConfig | None = None,
+    ray_address: str | None = None,
     progress=None,
     log=noop,
 ) -> dict:
     """Write `out` (recommendations Parquet) and `out`.manifest.json; returns the manifest.
+
+    `engine="ray"`: the blocks are ranked on a Ray cluster (`engine_config`, `ray_address`) and `out` is a
+    folder of Parquet parts (the same rows as the local file), its manifest `out`.manifest.json beside.
 
     `model`: an EXPORT_DIR, a registry (its champion) or one of its version folders. `cache_dir`: the
     item-vector cache folder, `DEFAULT_CACHE` for the default one, None for no cache. `explain`: add
@@ -186,15 +194,55 @@ def score(
     """
     if k < 1:
         raise SchemaError(out, None, f"--k must be at least 1, found {k}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, found '{engine}'")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out)
     cache_dir = default_cache_dir() if cache_dir == DEFAULT_CACHE else cache_dir
     inputs = {"--model": model, "--items": items_path, "--events": events_path, "--users": users_path}
+    on_ray = engine == "ray"
+    engine_config = engine_config or EngineConfig()
+    if on_ray:
+        chunk_users = engine_config.batch_users
     check_paths(
         inputs,
-        [Output("--out", out, "file"), Output("--out", _manifest_path(out), "file"), Output("--cache-dir", cache_dir, "dir", store=True)],
+        [
+            Output("--out", out, "dir" if on_ray else "file"),
+            Output("--out", _manifest_path(out), "file"),
+            Output("--cache-dir", cache_dir, "dir", store=True),
+        ],
     )
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if on_ray:  # a missing extra or an unreachable cluster fails before any work
+            from recsys.jobs.ray_engine import Cluster
+
+            cluster = stack.enter_context(Cluster(engine_config, ray_address, log=log))
+        return _score(
+            model=model,
+            items_path=items_path,
+            events_path=events_path,
+            out=out,
+            k=k,
+            users_path=users_path,
+            device=device,
+            cache_dir=cache_dir,
+            chunk_users=chunk_users,
+            explain=explain,
+            cluster=cluster,
+            started=started,
+            timings=timings,
+            progress=progress,
+            log=log,
+        )
+
+
+def _score(
+    *, model, items_path, events_path, out, k, users_path, device, cache_dir, chunk_users, explain, cluster, started, timings, progress, log
+):
+    if cluster is not None:
+        cluster.check_resources()
     opened, user_ids = open_scoring(
         model, items_path, events_path, users_path=users_path, device=device, cache_dir=cache_dir, progress=progress, log=log
     )
@@ -233,20 +281,43 @@ def score(
             log(f"resuming: {len(done)} of {n_chunks} chunks already done")
 
         tic = time.perf_counter()
+        todo = [n for n in range(n_chunks) if n not in done]
+        if cluster is not None:
+            from recsys.jobs.ray_engine import rank_blocks
+
+            rank_blocks(
+                cluster,
+                opened.export_dir,
+                snapshot,
+                tables,
+                user_ids,
+                todo,
+                parts_dir,
+                k=k,
+                candidates=candidates,
+                history_length=config["history_length"],
+                device=device,
+                explain=explain,
+                progress=progress,
+            )
         # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
         # list of users without a past) is ranked once
-        for number, frame in rank_chunks(
-            model,
-            ranker,
-            snapshot,
-            tables,
-            user_ids,
-            k=k,
-            candidates=candidates,
-            history_length=config["history_length"],
-            chunk_users=chunk_users,
-            skip=frozenset(done),
-            explain=explain,
+        for number, frame in (
+            ()
+            if cluster is not None
+            else rank_chunks(
+                model,
+                ranker,
+                snapshot,
+                tables,
+                user_ids,
+                k=k,
+                candidates=candidates,
+                history_length=config["history_length"],
+                chunk_users=chunk_users,
+                skip=frozenset(done),
+                explain=explain,
+            )
         ):
             with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
                 frame.write_parquet(tmp)
@@ -256,8 +327,12 @@ def score(
 
         tic = time.perf_counter()
         # the recommendations and their manifest are both written in full before either is renamed into place
-        with atomic_path(out) as staged:
-            rows, users = _merge_parts([parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)], staged)
+        parts = [parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)]
+        with atomic_dir(out) if cluster is not None else atomic_path(out) as staged:
+            if cluster is not None:  # the folder of parts itself, renamed into place with its manifest
+                rows, users = _move_parts(parts, staged)
+            else:
+                rows, users = _merge_parts(parts, staged)
             timings["write_s"] = round(time.perf_counter() - tic, 3)
             scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
             result = {
@@ -268,6 +343,7 @@ def score(
                 "inputs": inputs,
                 "k": k,
                 "explain": explain,
+                "engine": "local" if cluster is None else {"name": "ray", **dataclasses.asdict(cluster.engine), "address": cluster.address},
                 "rows": rows,
                 "users": users,
                 "users_requested": int(user_ids.len()),
@@ -296,6 +372,14 @@ def score(
 def _manifest_path(out: Path) -> Path:
     """`<name>.manifest.json` beside `<name>.parquet`."""
     return out.with_name(out.name.removesuffix(".parquet") + ".manifest.json")
+
+
+def _move_parts(parts: list[Path], folder: Path) -> tuple[int, int]:
+    """Move the finished parts into `folder` (a staging folder beside the destination)."""
+    for part in parts:
+        os.replace(part, folder / part.name)
+    counts = pl.scan_parquet(folder).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
+    return int(counts["rows"][0]), int(counts["users"][0])
 
 
 def _merge_parts(parts: list[Path], out: Path) -> tuple[int, int]:

@@ -67,6 +67,7 @@ OPTIONAL_STACKS: dict[str, tuple[str, ...]] = {
     "uvicorn": ("recsys.jobs.serve",),
     "onnxmltools": ("export.triton",),
     "tritonclient": (),
+    "ray": ("recsys.jobs.ray_engine",),
 }
 
 

@@ -1,0 +1,130 @@
+"""`recsys score --engine ray` on a local Ray (in this process, 2 CPUs): the same rows as the local
+engine, also when an actor is killed mid-run, and one-line errors for what a cluster lacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import polars as pl
+import pytest
+
+from recsys.contracts import schema as S
+from recsys.contracts.config import EngineConfig
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_rows(exported_model, tiny_shop, tmp_path_factory):
+    from recsys.jobs.score import score
+
+    out = tmp_path_factory.mktemp("ray-local") / "recs.parquet"
+    score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=10, device="cpu", chunk_users=40)
+    return pl.read_parquet(out).sort(S.USER_ID, S.RANK)
+
+
+def _ray_score(exported_model, tiny_shop, out, engine: EngineConfig, **kwargs) -> dict:
+    from recsys.jobs.score import score
+
+    return score(
+        exported_model,
+        tiny_shop / "items.parquet",
+        tiny_shop / "events",
+        out,
+        k=10,
+        device="cpu",
+        engine="ray",
+        engine_config=engine,
+        **kwargs,
+    )
+
+
+def test_ray_scoring_writes_the_local_rows(local_ray, exported_model, tiny_shop, local_rows, tmp_path):
+    out = tmp_path / "recs"
+    manifest = _ray_score(exported_model, tiny_shop, out, EngineConfig(workers=2, batch_users=40))
+    parts = sorted(p.name for p in out.iterdir())
+    assert parts == [f"part-{n:05d}.parquet" for n in range(manifest["chunks"])] and manifest["chunks"] > 1
+    assert pl.read_parquet(out).sort(S.USER_ID, S.RANK).equals(local_rows)
+    assert manifest["engine"]["name"] == "ray" and manifest["rows"] == local_rows.height
+    assert not list(tmp_path.glob(".recs*"))  # no staging left beside the destination
+
+
+def test_a_killed_actor_is_replaced_and_the_rows_are_the_same(local_ray, exported_model, tiny_shop, local_rows, tmp_path):
+    import psutil
+
+    def map_workers() -> list[int]:  # Ray names an actor's process after its class: "ray::MapWorker(...)"
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if "MapWorker" in " ".join(process.info["cmdline"] or []):
+                found.append(process.info["pid"])
+        return found
+
+    out = tmp_path / "recs"
+    parts = tmp_path / ".recs.parts"
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(_ray_score(exported_model, tiny_shop, out, EngineConfig(workers=1, batch_users=2))))
+    job.start()
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and job.is_alive() and time.monotonic() < deadline:
+        if parts.exists() and list(parts.glob("part-*.parquet")):
+            workers = map_workers()
+            if workers:
+                killed = len(list(parts.glob("part-*.parquet")))
+                os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.05)
+    job.join(timeout=600)
+    assert killed is not None, "the run ended before an actor could be killed"
+    assert killed < result["chunks"], "killed after the last block: nothing left to retry"
+    assert pl.read_parquet(out).sort(S.USER_ID, S.RANK).equals(local_rows)
+
+
+def test_gpus_the_cluster_lacks_are_a_one_line_error(local_ray, exported_model, tiny_shop, tmp_path):
+    from recsys.contracts.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="GPU per worker asked for, the cluster has 0 GPUs"):
+        _ray_score(exported_model, tiny_shop, tmp_path / "recs", EngineConfig(gpus_per_worker=1))
+    assert not (tmp_path / "recs").exists()
+
+
+def test_a_killed_job_resumes_from_its_finished_parts(exported_model, tiny_shop, local_rows, tmp_path):
+    """The whole job SIGKILLed mid-run (a Ray started in its own process): the rerun keeps the finished
+    parts, ranks the rest and writes the local rows."""
+    import psutil
+
+    from tests.unit._processes import CliProcess
+
+    config = tmp_path / "engine.toml"
+    config.write_text("[engine]\nworkers = 1\nbatch_users = 4\nobject_store_mb = 300\n")
+    out, parts = tmp_path / "recs", tmp_path / ".recs.parts"
+    args = ("score", "--model", exported_model, "--items", tiny_shop / "items.parquet", "--events", tiny_shop / "events")
+    args += ("--out", out, "--k", "10", "--device", "cpu", "--no-cache", "--engine", "ray", "--config", config)
+    first = CliProcess(*args)
+    first.wait_until(lambda: parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 3, "three parts written", timeout=240)
+    children = psutil.Process(first.process.pid).children(recursive=True)
+    first.process.kill()
+    first.process.wait(timeout=30)
+    for child in children:  # the Ray it had started in its own process dies with it
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=30)
+    left = len(list(parts.glob("part-*.parquet")))
+    assert not out.exists() and 3 <= left < local_rows[S.USER_ID].n_unique() // 4
+    second = CliProcess(*args)
+    assert second.process.wait(timeout=600) == 0, second.stderr[-2000:]
+    second._reader.join(timeout=10)
+    assert f"resuming: {left} of" in second.stderr
+    assert pl.read_parquet(out).sort(S.USER_ID, S.RANK).equals(local_rows)
