@@ -98,6 +98,12 @@ def train(
     config: Path | None = ConfigOpt,
     registry: Path | None = RegistryOpt,
     seed: int | None = SeedOpt,
+    engine: str = typer.Option(
+        "local", "--engine", help="local, or ray: the text model fine-tuned data-parallel on Ray (the config's [engine])."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: [engine] address, $RAY_ADDRESS, else a local Ray)."
+    ),
 ):
     """Fine-tune the multi-task text model, then the LightGBM ranker on the window after it.
 
@@ -107,7 +113,18 @@ def train(
     from recsys.progress import progress_bars
 
     with progress_bars() as bar:
-        result = run_train(items, events, out_dir=out_dir, registry=registry, config=config, seed=seed, progress=bar, log=_log)
+        result = run_train(
+            items,
+            events,
+            out_dir=out_dir,
+            registry=registry,
+            config=config,
+            seed=seed,
+            engine=engine,
+            ray_address=ray_address,
+            progress=bar,
+            log=_log,
+        )
     manifest = result["manifest"]
     ndcg = manifest["metrics"]["ranker_valid_ndcg@10"]
     if result["version"] is not None:

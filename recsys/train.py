@@ -134,17 +134,41 @@ def train_text_model(
     model=None,
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda message: None,
+    replica: tuple[int, int] = (0, 1),
 ):
     """Fine-tune (or, with `model`, warm-start) the text model; returns (model, tokenizer, history dict).
 
     Bit-reproducible on CPU for the same inputs, config and `train.seed` (`recsys.model_io.deterministic`).
+    `replica` = (rank, world) for data-parallel training in an initialised `torch.distributed` group:
+    every replica starts from the same weights (same seed), takes every world-th batch of the epoch and
+    applies the gradient averaged over all replicas, so all stay identical.
     """
     configure_threads(config.train.threads)
     with deterministic(config.train.seed):
-        return _train_text_model(events, catalog, config, encoder_folder=encoder_folder, model=model, progress=progress, log=log)
+        return _train_text_model(
+            events, catalog, config, encoder_folder=encoder_folder, model=model, progress=progress, log=log, replica=replica
+        )
 
 
-def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *, encoder_folder: Path, model, progress, log):
+def _average_gradients(params: list, world: int) -> None:
+    """What DDP does to gradients, without its bucketing: one all-reduce of every gradient (zeros where a
+    parameter had none this step, so every replica sends the same shapes), divided by the world size."""
+    torch = _torch()
+    import torch.distributed as dist
+
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def _train_text_model(
+    events: pl.DataFrame, catalog: Catalog, config: Config, *, encoder_folder: Path, model, progress, log, replica=(0, 1)
+):
     torch = _torch()
     from recsys.model import multitask_loss
 
@@ -165,6 +189,12 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
     split = int(n * 0.9)
     train_rows, valid_rows = np.arange(split), np.arange(split, n)
     rng = np.random.default_rng(config.train.seed)
+    rank, world = replica
+    # one replica: one stream, as always. Several: the epoch's batches from a stream every replica shares,
+    # negatives from each replica's own
+    batch_rng = rng if world == 1 else np.random.default_rng([config.train.seed, 1_000_003])
+    if world > 1:
+        rng = np.random.default_rng([config.train.seed, rank])
 
     encoder_params = [p for p in model.items.encoder.parameters() if p.requires_grad]
     other_params = [
@@ -179,7 +209,7 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
     optimizer = torch.optim.AdamW(groups, weight_decay=config.train.weight_decay)
     total_epochs = config.train.head_epochs + config.train.epochs
     head_epochs = config.train.head_epochs if encoder_params else total_epochs
-    steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch))
+    steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch) // world)
     total_steps = steps_per_epoch * total_epochs
     # one schedule per group (docs/ARCHITECTURE.md, "Training"): the heads warm up and decay over every
     # epoch; the encoder, idle while the heads learn, warms up and decays over the fine-tuning epochs
@@ -210,7 +240,10 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
         fine_tune = epoch >= head_epochs and bool(encoder_params)
         model.train()
         losses = []
-        for batch_items, rows in _epoch_batches(data, config, rng, train_rows):
+        batches = _epoch_batches(data, config, batch_rng, train_rows)
+        if world > 1:  # every replica takes the same number of steps: the remainder of the epoch is left out
+            batches = batches[rank : (len(batches) // world) * world : world]
+        for batch_items, rows in batches:
             if fine_tune:
                 tokens = tokenizer.pad([data.item_tokens[i] for i in batch_items])
                 pooled = model.items.pooled(torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask))
@@ -247,6 +280,8 @@ def _train_text_model(events: pl.DataFrame, catalog: Catalog, config: Config, *,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
+            if world > 1:
+                _average_gradients([p for g in groups for p in g["params"]], world)
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimizer.step()
             scheduler.step()

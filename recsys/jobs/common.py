@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,8 +89,12 @@ def train_model_dir(
     progress=None,
     log=noop,
     keep: dict | None = None,
+    cluster=None,
 ) -> dict:
     """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest.
+
+    `cluster` (a `recsys.jobs.ray_engine.Cluster`): the text model is fine-tuned data-parallel on it; the
+    ranker trains here either way.
 
     `keep`, when given, receives the in-memory ranker frame (`"ranker_frame"`) so that evaluation can train
     its baseline rankers on exactly the rows the shipped ranker learned from.
@@ -122,9 +127,26 @@ def train_model_dir(
         encoder_folder = resolve_encoder(config.model)
         log(f"encoder: {encoder_folder}")
     tic = time.perf_counter()
-    model, tokenizer, text_report = train_text_model(
-        text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log
-    )
+    if cluster is None:
+        model, tokenizer, text_report = train_text_model(
+            text_events, catalog, config, encoder_folder=encoder_folder, model=base_model, progress=progress, log=log
+        )
+    else:
+        from recsys.jobs.ray_engine import train_text_model_on_ray
+
+        if config.train.mlm_epochs > 0:
+            raise RecsysError("--engine ray: train.mlm_epochs > 0 (masked-LM pretraining) runs only with --engine local")
+        with tempfile.TemporaryDirectory(prefix="recsys-ray-train-") as scratch:
+            model, tokenizer, text_report = train_text_model_on_ray(
+                cluster,
+                text_events,
+                catalog,
+                config,
+                encoder_folder=encoder_folder,
+                warm_start=Path(warm_start) if warm_start else None,
+                scratch=Path(scratch),
+                log=log,
+            )
     timings["text_model_s"] = round(time.perf_counter() - tic, 2)
     # run times describe the run, not the model: they go to the manifest, never into a hashed file
     timings["text_model_epochs_s"] = text_report["curves"].pop("seconds")

@@ -173,3 +173,96 @@ def rank_blocks(
         if progress:
             progress("score users (ray)", i + 1, len(blocks))
     return rows
+
+
+def train_text_model_on_ray(
+    cluster: Cluster, events, catalog, config, *, encoder_folder: Path, warm_start: Path | None, scratch: Path, log=lambda message: None
+):
+    """The text model fine-tuned data-parallel by Ray Train's TorchTrainer (`engine.workers` replicas,
+    gloo on CPU, NCCL on GPU): every replica runs `recsys.train.train_text_model` on every world-th
+    batch with gradients averaged across replicas; replica 0 reports the weights as a safetensors
+    checkpoint, which becomes the returned model. Returns (model, tokenizer, report) like the local one."""
+    ray = cluster.ray
+    from ray.train import Checkpoint, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from recsys.model_io import build_model, load_text_model
+    from recsys.train import train_text_model
+
+    engine = cluster.engine
+    shared = ray.put((events, catalog, config))
+    use_gpu = engine.gpus_per_worker > 0
+
+    def loop(settings: dict) -> None:
+        import tempfile
+
+        import ray.train
+        import torch
+        import torch.distributed as dist
+        from safetensors.torch import save_file
+
+        from recsys.model_io import load_text_model as load
+
+        context = ray.train.get_context()
+        rank, world = context.get_world_rank(), context.get_world_size()
+        events, catalog, config = ray.get(settings["shared"][0])
+        config = config.replace(train={"threads": settings["threads"]})
+        base = load(Path(settings["warm_start"]))[0] if settings["warm_start"] else None
+        model, _, report = train_text_model(
+            events, catalog, config, encoder_folder=Path(settings["encoder"]), model=base, replica=(rank, world)
+        )
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        checksum = torch.tensor([float(sum(v.double().sum() for v in state.values()))])
+        sums = [torch.zeros(1, dtype=checksum.dtype) for _ in range(world)]
+        if world > 1:
+            dist.all_gather(sums, checksum)
+        else:
+            sums = [checksum]
+        metrics = {
+            "replicas_identical": bool(all(float(s) == float(sums[0]) for s in sums)),
+            "best_epoch": report["curves"]["best_epoch"],
+            "valid_click_auc": report["curves"]["valid_click_auc"],
+            "valid_purchase_auc": report["curves"]["valid_purchase_auc"],
+            "world": world,
+            "report": report,
+        }
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                save_file(state, str(Path(folder) / "text_model.safetensors"))
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={
+            "shared": [shared],
+            "threads": engine.cpus_per_worker,
+            "encoder": str(encoder_folder),
+            "warm_start": str(warm_start) if warm_start else None,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=engine.workers, use_gpu=use_gpu, resources_per_worker={"CPU": engine.cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(scratch), name="text-model"),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    metrics = result.metrics
+    if not metrics.get("replicas_identical"):
+        raise RuntimeError("data-parallel replicas ended with different weights")
+    log(f"text model trained on {metrics['world']} Ray workers (replicas identical); best epoch {metrics['best_epoch']}")
+    from safetensors.torch import load_file
+
+    with result.checkpoint.as_directory() as folder:
+        state = load_file(str(Path(folder) / "text_model.safetensors"))
+    model = load_text_model(warm_start)[0] if warm_start else build_model(config, encoder_folder)
+    model.load_state_dict(state)
+    model.eval()
+    from recsys.contracts.layout import TOKENIZER_FILE
+    from serving.text import ItemTokenizer
+
+    tokenizer = ItemTokenizer(encoder_folder / TOKENIZER_FILE, config.model.max_length)
+    report = metrics["report"]
+    report["engine"] = {"name": "ray", "workers": metrics["world"]}
+    return model, tokenizer, report

@@ -128,3 +128,24 @@ def test_a_killed_job_resumes_from_its_finished_parts(exported_model, tiny_shop,
     second._reader.join(timeout=10)
     assert f"resuming: {left} of" in second.stderr
     assert pl.read_parquet(out).sort(S.USER_ID, S.RANK).equals(local_rows)
+
+
+def test_the_text_model_trained_on_two_ray_workers_matches_one(local_ray, tiny_shop, tiny_config, tmp_path):
+    """Data-parallel fine-tuning (TorchTrainer, gloo): both replicas end identical (checked inside the run),
+    and 2 workers reach the validation AUC of 1 worker within noise (0.05 on this tiny shop)."""
+    from recsys.contracts.config import Config
+    from recsys.contracts.files import read_json
+    from recsys.jobs.common import train_model_dir
+    from recsys.jobs.ray_engine import Cluster
+
+    results = {}
+    for workers in (1, 2):
+        config = Config.replace(tiny_config, engine={"workers": workers, "cpus_per_worker": 1})
+        with Cluster(config.engine) as cluster:
+            manifest = train_model_dir(
+                tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / f"model-{workers}", config, cluster=cluster
+            )
+        metrics = read_json(tmp_path / f"model-{workers}" / "metrics.json")["text_model"]
+        assert metrics["engine"] == {"name": "ray", "workers": workers}
+        results[workers] = (metrics["curves"]["valid_click_auc"][-1], manifest)
+    assert abs(results[1][0] - results[2][0]) < 0.05, results
