@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads make shared 2-core machines many times slower
@@ -47,7 +48,8 @@ def guarded(func):
             return func(*args, **kwargs)
         except RecsysError as exc:
             message = " ".join(str(exc).split())
-            err.print(f"[bold red]recsys:[/bold red] {message}", highlight=False, soft_wrap=True)
+            # escaped: a message may hold brackets that are not markup ("pip install 'recsys[ray]'")
+            err.print(f"[bold red]recsys:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         finally:
             for name, handler in previous.items():
@@ -57,7 +59,7 @@ def guarded(func):
 
 
 def _log(message: str) -> None:
-    err.print(f"[dim]·[/dim] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]·[/dim] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 ItemsOpt = typer.Option(

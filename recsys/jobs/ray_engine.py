@@ -48,6 +48,8 @@ class Cluster:
         if ray.is_initialized():  # a caller (a test, a notebook) already holds a connection: use it
             return self
         options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if self.address:
+            _check_reachable(self.address)  # ray.init retries an unreachable address for minutes
         try:
             if self.address:
                 ray.init(address=self.address, **options)
@@ -77,6 +79,22 @@ class Cluster:
         if cpus < engine.cpus_per_worker:
             raise UsageError(f"--engine ray: {engine.cpus_per_worker} CPUs per worker asked for, the cluster has {cpus:g}")
         self.log(f"Ray cluster: {cpus:g} CPUs, {gpus:g} GPUs, {len(self.ray.nodes())} node(s)")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A TCP connection to `host:port` (also `ray://host:port`) within `timeout`, or a one-line error."""
+    import socket
+
+    if address == "auto" or address.startswith("local"):
+        return
+    hostport = address.removeprefix("ray://").split("/")[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--engine ray: the Ray address must be host:port, ray://host:port or auto, found '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"--engine ray: cannot reach the Ray cluster at {address} ({exc.strerror or exc}) within {timeout:g} s") from None
 
 
 class _RankBlocks:

@@ -149,3 +149,20 @@ def test_the_text_model_trained_on_two_ray_workers_matches_one(local_ray, tiny_s
         assert metrics["engine"] == {"name": "ray", "workers": workers}
         results[workers] = (metrics["curves"]["valid_click_auc"][-1], manifest)
     assert abs(results[1][0] - results[2][0]) < 0.05, results
+
+
+def test_an_unreachable_cluster_or_a_missing_extra_is_one_line(exported_model, tiny_shop, tmp_path):
+    import subprocess
+    import sys
+
+    args = ["score", "--model", str(exported_model), "--items", str(tiny_shop / "items.parquet"), "--events", str(tiny_shop / "events")]
+    args += ["--out", str(tmp_path / "recs"), "--engine", "ray"]
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", *args, "--ray-address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120
+    )
+    assert unreachable.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in unreachable.stderr
+    # Ray not installed: what a laptop without the extra sees
+    code = "import sys; sys.modules['ray'] = None; from recsys.cli import app; app()"
+    missing = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "pip install 'recsys[ray]'" in missing.stderr, missing.stderr
+    assert not (tmp_path / "recs").exists()
