@@ -241,6 +241,11 @@ def score(
         "--explain",
         help="Add why each item is there: its three largest reasons (LightGBM contributions, in words) and the closest clicked item.",
     ),
+    retrieval: str | None = typer.Option(
+        None,
+        "--retrieval",
+        help="Text neighbours: exact, ann (faiss IVF) or auto (ann from candidates.ann_min_items items on); default: the export's.",
+    ),
     engine: str = typer.Option(
         "local", "--engine", help="local, or ray: blocks of users ranked by Ray actors; --out is then a folder of Parquet parts."
     ),
@@ -270,6 +275,7 @@ def score(
             cache_dir=cache,
             chunk_users=chunk_users,
             explain=explain,
+            retrieval=retrieval,
             engine=engine,
             engine_config=load_config(config).engine,
             ray_address=ray_address,

@@ -6,6 +6,7 @@ with argpartition), never a Python loop over users or items.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,7 @@ import features
 from features.neighbors import NEIGHBOR_ID
 from recsys.contracts import schema as S
 from recsys.contracts.config import CandidateConfig
+from serving.ann import AnnIndex
 from serving.catalog import Catalog
 from serving.history import ClickLog, to_seconds
 
@@ -49,6 +51,22 @@ class Snapshot:
     newest: np.ndarray  # item indices of the latest arrivals, newest first
     covisit: pl.DataFrame  # item_index, neighbor_index, weight
     available: np.ndarray  # (N,) bool: items that exist at the cutoff
+    index: AnnIndex | None = None  # approximate text retrieval (candidates.retrieval); None: the exact product
+
+
+def uses_ann(config: CandidateConfig, n_items: int) -> bool:
+    return config.retrieval == "ann" or (config.retrieval == "auto" and n_items >= config.ann_min_items)
+
+
+def with_item_vectors(snapshot: Snapshot, item_vectors: np.ndarray, config: CandidateConfig) -> Snapshot:
+    """The snapshot with its catalog's vectors, and the approximate index over them when the config asks
+    for one (built here, in seconds: docs/ARCHITECTURE.md, "Retrieval"). faiss' exact flat index was
+    tried for the exact case: 2.5x faster on the search alone at 1,024 users × 50k items, but excluding
+    each user's seen items by asking for that many more neighbours made whole runs 15% slower, so the
+    exact product stays numpy's."""
+    vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    index = AnnIndex.build(vectors, nprobe=config.ann_nprobe) if uses_ann(config, len(vectors)) else None
+    return dataclasses.replace(snapshot, item_vectors=vectors, index=index)
 
 
 def build_snapshot(
@@ -68,9 +86,9 @@ def build_snapshot(
     ).sort("popularity_rank")
     covisit = features.covisitation(events, cutoff=cutoff).collect()
     covisit = catalog.index_of(catalog.index_of(covisit), column=NEIGHBOR_ID, name="neighbor_index")
-    return Snapshot(
+    snapshot = Snapshot(
         catalog=catalog,
-        item_vectors=None if item_vectors is None else np.ascontiguousarray(item_vectors, dtype=np.float32),
+        item_vectors=None,
         cutoff=cutoff,
         events=events,
         items=items,
@@ -82,6 +100,7 @@ def build_snapshot(
         covisit=covisit.select("item_index", "neighbor_index", pl.col("weight").cast(pl.Float32)),
         available=catalog.available_at(cutoff),
     )
+    return snapshot if item_vectors is None else with_item_vectors(snapshot, item_vectors, config)
 
 
 def _newest(catalog: Catalog, cutoff: datetime, n: int) -> np.ndarray:
@@ -253,7 +272,10 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
     # 1. the text model's nearest items to the user's interest
     k = min(config.text, n_items)
     if k > 0:
-        top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k)
+        if snapshot.index is not None:
+            top, top_sims = snapshot.index.search(users, k, snapshot.available, seen_rows, seen_cols)
+        else:
+            top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k)
         keep = np.isfinite(top_sims.ravel())
         rows = np.repeat(np.arange(len(user_index)), k)
         sources.append(("cand_text_rank", rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))

@@ -19,13 +19,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 import features
 from recsys import __version__
 from recsys.contracts import schema as S
-from recsys.contracts.config import CandidateConfig, EngineConfig
+from recsys.contracts.config import RETRIEVALS, CandidateConfig, EngineConfig
 from recsys.contracts.errors import Interrupted, SchemaError, UsageError, WriteError
 from recsys.contracts.files import atomic_dir, atomic_path, describe_input, read_json, write_json, writing
 from recsys.contracts.timeline import just_after
@@ -33,9 +32,10 @@ from recsys.data import LoadReport, read_table
 from recsys.jobs.common import load_inputs, noop
 from recsys.jobs.paths import Output, check_paths
 from recsys.registry import resolve_export_dir
+from serving.ann import AnnIndex
 from serving.artifacts import open_export, read_export
 from serving.cache import CacheStats, ItemVectorCache, encoder_key
-from serving.candidates import Snapshot
+from serving.candidates import Snapshot, with_item_vectors
 from serving.catalog import make_catalog
 from serving.onnx_model import OnnxInterestModel
 from serving.ranking import LambdaRanker
@@ -98,6 +98,7 @@ def open_scoring(
     device: str = "auto",
     cache_dir: str | Path | None = None,
     threads: int = 0,
+    retrieval: str | None = None,
     progress=None,
     log=noop,
 ) -> tuple[Opened, pl.Series]:
@@ -119,6 +120,10 @@ def open_scoring(
         **({"users": describe_input(users_path)} if users_path else {}),
     }
     candidates = CandidateConfig(**config["candidates"])
+    if retrieval is not None:  # --retrieval overrides the export's
+        if retrieval not in RETRIEVALS:
+            raise UsageError(f"--retrieval must be one of {', '.join(RETRIEVALS)}, found '{retrieval}'")
+        candidates = dataclasses.replace(candidates, retrieval=retrieval)
     catalog = make_catalog(data.items)
 
     # What every chunk shares comes from the event log (histories, seen items, co-visitation, feature
@@ -144,7 +149,11 @@ def open_scoring(
         log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
     else:
         vectors = model.encode_items(texts, progress=progress)
-    snapshot = dataclasses.replace(snapshot, item_vectors=np.ascontiguousarray(vectors, dtype=np.float32))
+    snapshot = with_item_vectors(snapshot, vectors, candidates)
+    if isinstance(snapshot.index, AnnIndex):
+        log(
+            f"text retrieval: approximate (faiss IVF, {snapshot.index.index.nlist} lists, nprobe {snapshot.index.nprobe}) over {len(vectors)} items"
+        )
     model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
     timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
     opened = Opened(
@@ -177,6 +186,7 @@ def score(
     cache_dir: str | Path | None = None,
     chunk_users: int = CHUNK_USERS,
     explain: bool = False,
+    retrieval: str | None = None,
     engine: str = "local",
     engine_config: EngineConfig | None = None,
     ray_address: str | None = None,
@@ -230,6 +240,7 @@ def score(
             cache_dir=cache_dir,
             chunk_users=chunk_users,
             explain=explain,
+            retrieval=retrieval,
             cluster=cluster,
             started=started,
             timings=timings,
@@ -239,12 +250,36 @@ def score(
 
 
 def _score(
-    *, model, items_path, events_path, out, k, users_path, device, cache_dir, chunk_users, explain, cluster, started, timings, progress, log
+    *,
+    model,
+    items_path,
+    events_path,
+    out,
+    k,
+    users_path,
+    device,
+    cache_dir,
+    chunk_users,
+    explain,
+    retrieval,
+    cluster,
+    started,
+    timings,
+    progress,
+    log,
 ):
     if cluster is not None:
         cluster.check_resources()
     opened, user_ids = open_scoring(
-        model, items_path, events_path, users_path=users_path, device=device, cache_dir=cache_dir, progress=progress, log=log
+        model,
+        items_path,
+        events_path,
+        users_path=users_path,
+        device=device,
+        cache_dir=cache_dir,
+        retrieval=retrieval,
+        progress=progress,
+        log=log,
     )
     manifest, config, model, ranker = opened.manifest, opened.config, opened.model, opened.ranker
     snapshot, tables, candidates, cutoff, inputs, report = (
@@ -343,6 +378,7 @@ def _score(
                 "inputs": inputs,
                 "k": k,
                 "explain": explain,
+                "retrieval": "ann" if isinstance(snapshot.index, AnnIndex) else "exact",
                 "engine": "local" if cluster is None else {"name": "ray", **dataclasses.asdict(cluster.engine), "address": cluster.address},
                 "rows": rows,
                 "users": users,
