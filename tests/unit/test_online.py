@@ -293,3 +293,13 @@ def test_requests_ranked_together_equal_each_alone(online):
     finally:
         batcher.close()
     assert batcher.requests == len(asks) and batcher.batches >= 2  # at most 4 a batch
+
+
+def test_serve_without_the_http_extra_is_one_line(exported_model, tiny_shop):
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['fastapi'] = None; from recsys.cli import app; app()"
+    args = ["serve", "--model", str(exported_model), "--items", str(tiny_shop / "items.parquet"), "--events", str(tiny_shop / "events")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pip install 'recsys[serve-http]'" in done.stderr, done.stderr
