@@ -56,8 +56,13 @@ class LambdaRanker:
         self.feature_names = list(feature_names)
         self.threads = threads
 
-    def fit(self, frame: pl.DataFrame) -> LambdaRanker:
-        """`frame`: one row per (user, candidate) with the features and a `relevance` column."""
+    def fit(self, frame: pl.DataFrame, *, map_folds=None) -> LambdaRanker:
+        """`frame`: one row per (user, candidate) with the features and a `relevance` column.
+
+        `map_folds(fold_curve, shared, folds)` runs the cross-validation folds — `fold_curve(*shared, k)` is
+        fold k's validation NDCG@10 curve — and returns their curves in order; the default runs them here
+        one after another, the Ray engine as parallel tasks. Each fold is deterministic: the same model.
+        """
         import lightgbm as lgb
 
         # group by user_id: user_index is -1 for every user without a past, so it does not identify a query
@@ -73,20 +78,28 @@ class LambdaRanker:
         folds = min(self.config.cv_folds, len(users))
         fold_of_user = dict(zip(users.tolist(), (rng.permutation(len(users)) % folds).tolist()))
         fold = frame[S.USER_ID].replace_strict(fold_of_user, return_dtype=pl.Int64).to_numpy()
+        params = self._params()
+        shared = (frame, fold, self.feature_names, params, self.config.n_estimators)
+        curves = (map_folds or _map_here)(fold_curve, shared, folds)
+        curve = np.mean(np.asarray(curves), axis=0)
+        best = int(np.argmax(curve)) + 1
+        self.booster_ = lgb.train(params, _dataset(frame, np.ones(frame.height, dtype=bool), self.feature_names), num_boost_round=best)
+        self.metrics_ = {
+            "users": int(len(users)),
+            "cv_folds": folds,
+            "rows": int(frame.height),
+            "best_iteration": best,
+            "valid_ndcg@10": float(curve[best - 1]),
+            "valid_ndcg@10_curve": [float(x) for x in curve],
+            "valid_ndcg@10_fold_std": float(np.std([c[best - 1] for c in curves])),
+            "feature_importance_gain": dict(
+                sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
+            ),
+        }
+        return self
 
-        def dataset(mask: np.ndarray, reference=None):
-            part = frame.filter(pl.Series(mask))
-            groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
-            return lgb.Dataset(
-                feature_matrix(part, self.feature_names),
-                label=part[RELEVANCE].to_numpy(),
-                group=groups,
-                feature_name=self.feature_names,
-                reference=reference,
-                free_raw_data=False,
-            )
-
-        params = {
+    def _params(self) -> dict:
+        return {
             "objective": "lambdarank",
             "metric": "ndcg",
             "eval_at": [10],
@@ -104,35 +117,6 @@ class LambdaRanker:
             "num_threads": 0,
             "verbose": -1,
         }
-        curves = []
-        for k in range(folds):
-            train = dataset(fold != k)
-            record: dict = {}
-            lgb.train(
-                params,
-                train,
-                num_boost_round=self.config.n_estimators,
-                valid_sets=[dataset(fold == k, reference=train)],
-                valid_names=["valid"],
-                callbacks=[lgb.record_evaluation(record)],
-            )
-            curves.append(record["valid"]["ndcg@10"])
-        curve = np.mean(np.asarray(curves), axis=0)
-        best = int(np.argmax(curve)) + 1
-        self.booster_ = lgb.train(params, dataset(np.ones(frame.height, dtype=bool)), num_boost_round=best)
-        self.metrics_ = {
-            "users": int(len(users)),
-            "cv_folds": folds,
-            "rows": int(frame.height),
-            "best_iteration": best,
-            "valid_ndcg@10": float(curve[best - 1]),
-            "valid_ndcg@10_curve": [float(x) for x in curve],
-            "valid_ndcg@10_fold_std": float(np.std([c[best - 1] for c in curves])),
-            "feature_importance_gain": dict(
-                sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
-            ),
-        }
-        return self
 
     @property
     def n_trees(self) -> int:
@@ -175,6 +159,42 @@ class LambdaRanker:
         if not hasattr(self, "booster_"):
             raise RecsysError("LambdaRanker is not fitted; call fit() or load() first")
         return self.booster_
+
+
+def _map_here(run, shared: tuple, folds: int) -> list:
+    return [run(*shared, k) for k in range(folds)]
+
+
+def _dataset(frame: pl.DataFrame, mask: np.ndarray, feature_names: list[str], reference=None):
+    import lightgbm as lgb
+
+    part = frame.filter(pl.Series(mask))
+    groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
+    return lgb.Dataset(
+        feature_matrix(part, feature_names),
+        label=part[RELEVANCE].to_numpy(),
+        group=groups,
+        feature_name=feature_names,
+        reference=reference,
+        free_raw_data=False,
+    )
+
+
+def fold_curve(frame: pl.DataFrame, fold: np.ndarray, feature_names: list[str], params: dict, rounds: int, k: int) -> list[float]:
+    """Validation NDCG@10 after each boosting round of a model trained without fold `k`, scored on it."""
+    import lightgbm as lgb
+
+    train = _dataset(frame, fold != k, feature_names)
+    record: dict = {}
+    lgb.train(
+        params,
+        train,
+        num_boost_round=rounds,
+        valid_sets=[_dataset(frame, fold == k, feature_names, reference=train)],
+        valid_names=["valid"],
+        callbacks=[lgb.record_evaluation(record)],
+    )
+    return record["valid"]["ndcg@10"]
 
 
 def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:

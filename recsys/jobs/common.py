@@ -93,8 +93,8 @@ def train_model_dir(
 ) -> dict:
     """Train the text model and the ranker; write MODEL_DIR atomically. Returns its manifest.
 
-    `cluster` (a `recsys.jobs.ray_engine.Cluster`): the text model is fine-tuned data-parallel on it; the
-    ranker trains here either way.
+    `cluster` (a `recsys.jobs.ray_engine.Cluster`): the text model is fine-tuned data-parallel on it and
+    the ranker's cross-validation folds run there as parallel tasks (the final fit runs here).
 
     `keep`, when given, receives the in-memory ranker frame (`"ranker_frame"`) so that evaluation can train
     its baseline rankers on exactly the rows the shipped ranker learned from.
@@ -160,7 +160,12 @@ def train_model_dir(
         )
     if keep is not None:
         keep["ranker_frame"] = frame
-    ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
+    if cluster is None:
+        ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
+    else:
+        from recsys.jobs.ray_engine import fold_mapper
+
+        ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame, map_folds=fold_mapper(cluster))
     candidate_recall = _candidate_recall(frame, events.collect(), t1, end)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
     log(

@@ -284,3 +284,21 @@ def train_text_model_on_ray(
     report = metrics["report"]
     report["engine"] = {"name": "ray", "workers": metrics["world"]}
     return model, tokenizer, report
+
+
+def fold_mapper(cluster: Cluster):
+    """`LambdaRanker.fit(map_folds=...)` on the cluster: the ranker's cross-validation folds as parallel
+    Ray tasks (one per fold, `engine.cpus_per_worker` CPUs each) over one copy of the frame in the object
+    store. LightGBM is deterministic here, so the model is the one local training writes (tested)."""
+    ray = cluster.ray
+
+    def map_folds(run, shared: tuple, folds: int) -> list:
+        reference = ray.put(shared)
+
+        @ray.remote(num_cpus=cluster.engine.cpus_per_worker, max_retries=3)
+        def one(shared: tuple, k: int):
+            return run(*shared, k)
+
+        return ray.get([one.remote(reference, k) for k in range(folds)])
+
+    return map_folds

@@ -166,3 +166,31 @@ def test_an_unreachable_cluster_or_a_missing_extra_is_one_line(exported_model, t
     missing = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "pip install 'recsys[ray]'" in missing.stderr, missing.stderr
     assert not (tmp_path / "recs").exists()
+
+
+def test_the_rankers_folds_on_ray_give_the_local_model(local_ray):
+    import numpy as np
+
+    from recsys.contracts.config import RankerConfig
+    from recsys.contracts.schema import RELEVANCE
+    from recsys.jobs.ray_engine import Cluster, fold_mapper
+    from serving.ranking import LambdaRanker
+
+    rng = np.random.default_rng(0)
+    users, per_user = 200, 20
+    signal = rng.normal(size=users * per_user)
+    frame = pl.DataFrame(
+        {
+            S.USER_ID: np.repeat(np.arange(users), per_user),
+            "item_index": np.tile(np.arange(per_user), users),
+            "signal": signal,
+            "noise": rng.normal(size=users * per_user),
+            RELEVANCE: np.where(signal > 1.2, 2, np.where(signal > 0.5, 1, 0)),
+        }
+    )
+    config = RankerConfig(n_estimators=40, min_data_in_leaf=5)
+    local = LambdaRanker(config, ["signal", "noise"]).fit(frame)
+    with Cluster(EngineConfig(cpus_per_worker=1)) as cluster:
+        on_ray = LambdaRanker(config, ["signal", "noise"]).fit(frame, map_folds=fold_mapper(cluster))
+    assert on_ray.metrics_["valid_ndcg@10_curve"] == local.metrics_["valid_ndcg@10_curve"]
+    assert on_ray.booster_.model_to_string() == local.booster_.model_to_string()
