@@ -125,7 +125,7 @@ def create_app(
                 }
         answer = {
             "user_id": body.user_id,
-            "known_user": recommender.knows(body.user_id) or bool(recent),
+            "has_history": recommender.knows(body.user_id) or bool(recent),  # a past before the cutoff, or events sent now
             "model_version": recommender.metadata.get("model_version"),
             "cutoff": recommender.metadata.get("cutoff"),
             "recommendations": rows,

@@ -181,7 +181,7 @@ def test_http_answers_equal_the_batch_file_and_bad_requests_name_the_field(expor
             got = pl.DataFrame(answer.json()["recommendations"]).select(S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
             expected = _one(frame, user).drop(S.USER_ID).select(got.columns)
             assert got.cast(expected.schema).equals(expected), user
-        assert client.post("/recommend", json={"user_id": unknown[0]}).json()["known_user"] is False
+        assert client.post("/recommend", json={"user_id": unknown[0]}).json()["has_history"] is False
 
         explained = client.post("/recommend", json={"user_id": users[0], "k": 5, "explain": True}).json()["recommendations"]
         for row in explained:
