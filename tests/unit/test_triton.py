@@ -97,10 +97,10 @@ def test_the_converted_ranker_scores_real_feature_rows_as_lightgbm_does(reposito
         .ravel()
     )
     assert np.abs(got - expected).max() < 1e-4
-    # the same top 10 per user, up to near-ties
-    by_user = frame.select(S.USER_ID).with_row_index("row").with_columns(pl.Series("lgb", expected), pl.Series("onnx", got))
-    overlaps = [
-        len(set(g.sort("lgb", descending=True)["row"].head(10)) & set(g.sort("onnx", descending=True)["row"].head(10))) / min(10, g.height)
-        for _, g in by_user.group_by(S.USER_ID)
-    ]
-    assert np.mean(overlaps) >= 0.97, overlaps
+    # the ONNX ranker's top 10 of every user are LightGBM's top 10 up to ties: none scores below LightGBM's
+    # tenth best by more than the tolerance (rows with equal scores may come in any order)
+    by_user = frame.select(S.USER_ID).with_columns(pl.Series("lgb", expected), pl.Series("onnx", got))
+    for _, group in by_user.group_by(S.USER_ID):
+        tenth = group["lgb"].sort(descending=True).head(10).min()
+        chosen = group.sort("onnx", descending=True, maintain_order=True).head(10)
+        assert chosen["lgb"].min() >= tenth - 1e-4
