@@ -29,11 +29,41 @@ from recsys.contracts.files import read_json  # noqa: E402
 OUT = ROOT / "benchmarks" / "out"
 
 
+def measure(model, manifest: dict, texts: list[str], cache_dir: Path) -> dict:
+    """A cold run into an empty cache, then tonight's rerun with 1% of the texts changed. Returns the
+    timings with the vectors of both runs, the changed rows and tonight's texts; the cache is removed."""
+    from serving.cache import ItemVectorCache, encoder_key
+
+    n = len(texts)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    cache = ItemVectorCache(cache_dir, encoder_key(manifest, 48))
+    tic = time.perf_counter()
+    cold, _ = cache.vectors(model, texts)
+    cold_s = time.perf_counter() - tic
+    changed = sorted(np.random.default_rng(0).choice(n, n // 100, replace=False))
+    nightly = list(texts)
+    for i in changed:
+        nightly[i] = nightly[i] + " (new edition)"
+    tic = time.perf_counter()
+    warm, stats = cache.vectors(model, nightly)
+    rerun_s = time.perf_counter() - tic
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return {
+        "cold_s": round(cold_s, 2),
+        "rerun_s": round(rerun_s, 3),
+        "speedup": round(cold_s / rerun_s, 1),
+        "encoded": stats.encoded,
+        "cold": cold,
+        "warm": warm,
+        "changed": changed,
+        "nightly": nightly,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, nargs="*", default=[5000, 20000])
     args = parser.parse_args()
-    from serving.cache import ItemVectorCache, encoder_key
     from serving.onnx_model import OnnxInterestModel
     from serving.text import item_texts
 
@@ -44,33 +74,13 @@ def main() -> None:
         manifest = read_json(export / "manifest.json")
         model = OnnxInterestModel(export, precision=precision)
         for n in args.items:
-            texts = catalog[:n]
-            cache_dir = OUT / f"rerun-cache-{precision}-{n}"
-            shutil.rmtree(cache_dir, ignore_errors=True)
-            cache = ItemVectorCache(cache_dir, encoder_key(manifest, 48))
-            tic = time.perf_counter()
-            cache.vectors(model, texts)
-            cold_s = time.perf_counter() - tic
-            rng = np.random.default_rng(0)
-            changed = sorted(rng.choice(n, n // 100, replace=False))
-            nightly = list(texts)
-            for i in changed:
-                nightly[i] = nightly[i] + " (new edition)"
-            tic = time.perf_counter()
-            warm, stats = cache.vectors(model, nightly)
-            rerun_s = time.perf_counter() - tic
-            fresh = model.encode_items(nightly)  # a cold run of tonight's texts, no cache
-            row = {
-                "cold_s": round(cold_s, 2),
-                "rerun_s": round(rerun_s, 3),
-                "speedup": round(cold_s / rerun_s, 1),
-                "encoded": stats.encoded,
-                "rerun_equals_cold": bool(np.array_equal(warm, fresh)),
-                "max_abs_diff_vs_cold": float(np.abs(warm - fresh).max()),
-            }
+            row = measure(model, manifest, catalog[:n], OUT / f"rerun-cache-{precision}-{n}")
+            fresh = model.encode_items(row.pop("nightly"))  # a cold run of tonight's texts, no cache
+            warm = row.pop("warm")
+            row.update(rerun_equals_cold=bool(np.array_equal(warm, fresh)), max_abs_diff_vs_cold=float(np.abs(warm - fresh).max()))
+            row.pop("cold"), row.pop("changed")
             results[f"{precision}-{n}"] = row
             print(precision, n, json.dumps(row), flush=True)
-            shutil.rmtree(cache_dir, ignore_errors=True)
     (OUT / "rerun.json").write_text(json.dumps(results, indent=1))
 
 

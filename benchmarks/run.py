@@ -156,38 +156,21 @@ def bench_encoding(art: dict, quick: bool) -> dict:
 
 def bench_rerun(art: dict, quick: bool) -> dict:
     """Nightly rerun with 1% of items changed (item-vector cache) vs a cold run (no cache)."""
-    import shutil
-
-    from serving.cache import ItemVectorCache, encoder_key
+    from benchmarks.rerun import measure
     from serving.onnx_model import OnnxInterestModel
 
     n = 1000 if quick else 5000
-    texts = catalog_texts(n, seed=3)
     manifest = read_json(art["int8"] / "manifest.json")
-    model = OnnxInterestModel(art["int8"], precision="int8")
-    cache_dir = OUT / "rerun-cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    cache = ItemVectorCache(cache_dir, encoder_key(manifest, 48))
-    tic = time.perf_counter()
-    cold, stats_cold = cache.vectors(model, texts)
-    cold_s = time.perf_counter() - tic
-    rng = np.random.default_rng(0)
-    changed = sorted(rng.choice(n, n // 100, replace=False))
-    nightly = list(texts)
-    for i in changed:
-        nightly[i] = nightly[i] + " (new edition)"
-    tic = time.perf_counter()
-    warm, stats_warm = cache.vectors(model, nightly)
-    warm_s = time.perf_counter() - tic
-    unchanged = np.setdiff1d(np.arange(n), changed)
+    run = measure(OnnxInterestModel(art["int8"], precision="int8"), manifest, catalog_texts(n, seed=3), OUT / "rerun-cache")
+    unchanged = np.setdiff1d(np.arange(n), run["changed"])
     return {
         "items": n,
-        "changed": len(changed),
-        "cold_s": cold_s,
-        "rerun_s": warm_s,
-        "speedup": cold_s / warm_s,
-        "rerun_encoded": stats_warm.encoded,
-        "unchanged_vectors_identical": bool(np.array_equal(cold[unchanged], warm[unchanged])),
+        "changed": len(run["changed"]),
+        "cold_s": run["cold_s"],
+        "rerun_s": run["rerun_s"],
+        "speedup": run["speedup"],
+        "rerun_encoded": run["encoded"],
+        "unchanged_vectors_identical": bool(np.array_equal(run["cold"][unchanged], run["warm"][unchanged])),
     }
 
 

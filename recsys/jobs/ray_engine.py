@@ -44,9 +44,19 @@ class Cluster:
         self.started = False
 
     def __enter__(self) -> Cluster:
+        """Connect (or start a Ray here), then check that the cluster has what the engine asks for."""
+        self._connect()
+        try:
+            self.check_resources()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _connect(self) -> None:
         ray = self.ray
         if ray.is_initialized():  # a caller (a test, a notebook) already holds a connection: use it
-            return self
+            return
         options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if self.address:
             _check_reachable(self.address)  # ray.init retries an unreachable address for minutes
@@ -60,7 +70,6 @@ class Cluster:
             where = self.address or "a local Ray"
             raise UsageError(f"--engine ray: cannot reach the Ray cluster at {where}: {' '.join(str(exc).split())[:300]}") from None
         self.started = True
-        return self
 
     def __exit__(self, *exc) -> None:
         if self.started:

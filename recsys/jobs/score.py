@@ -223,186 +223,141 @@ def score(
             Output("--cache-dir", cache_dir, "dir", store=True),
         ],
     )
-    with contextlib.ExitStack() as stack:
-        cluster = None
-        if on_ray:  # a missing extra or an unreachable cluster fails before any work
-            from recsys.jobs.ray_engine import Cluster
-
-            cluster = stack.enter_context(Cluster(engine_config, ray_address, log=log))
-        return _score(
-            model=model,
-            items_path=items_path,
-            events_path=events_path,
-            out=out,
-            k=k,
+    with _cluster(engine_config, ray_address, log) if on_ray else contextlib.nullcontext() as cluster:
+        # a missing extra, an unreachable cluster or resources it lacks fail before any work
+        opened, user_ids = open_scoring(
+            model,
+            items_path,
+            events_path,
             users_path=users_path,
             device=device,
             cache_dir=cache_dir,
-            chunk_users=chunk_users,
-            explain=explain,
             retrieval=retrieval,
-            cluster=cluster,
-            started=started,
-            timings=timings,
             progress=progress,
             log=log,
         )
+        manifest, config, model, ranker, snapshot = opened.manifest, opened.config, opened.model, opened.ranker, opened.snapshot
+        tables, candidates, cutoff, inputs, report = opened.tables, opened.candidates, opened.cutoff, opened.inputs, opened.report
+        timings.update(opened.timings)
+
+        # finished chunks of an interrupted run with the same inputs and options are reused
+        plan = _fingerprint(
+            manifest["files"],
+            inputs,
+            k,
+            chunk_users,
+            explain,
+            cutoff.isoformat(),
+            user_ids.len(),
+            hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest(),
+        )
+        parts_dir = out.with_name(f".{out.name}.parts")
+        try:
+            if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
+                shutil.rmtree(parts_dir)
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            write_json(parts_dir / "plan.json", {"plan": plan})
+            n_chunks = max(1, -(-user_ids.len() // chunk_users))
+            done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
+            if done:
+                log(f"resuming: {len(done)} of {n_chunks} chunks already done")
+
+            tic = time.perf_counter()
+            todo = [n for n in range(n_chunks) if n not in done]
+            if cluster is not None:
+                from recsys.jobs.ray_engine import rank_blocks
+
+                rank_blocks(
+                    cluster,
+                    opened.export_dir,
+                    snapshot,
+                    tables,
+                    user_ids,
+                    todo,
+                    parts_dir,
+                    k=k,
+                    candidates=candidates,
+                    history_length=config["history_length"],
+                    device=device,
+                    explain=explain,
+                    progress=progress,
+                )
+            # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
+            # list of users without a past) is ranked once
+            for number, frame in (
+                ()
+                if cluster is not None
+                else rank_chunks(
+                    model,
+                    ranker,
+                    snapshot,
+                    tables,
+                    user_ids,
+                    k=k,
+                    candidates=candidates,
+                    history_length=config["history_length"],
+                    chunk_users=chunk_users,
+                    skip=frozenset(done),
+                    explain=explain,
+                )
+            ):
+                with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
+                    frame.write_parquet(tmp)
+                if progress:
+                    progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
+            timings["rank_s"] = round(time.perf_counter() - tic, 3)
+
+            tic = time.perf_counter()
+            # the recommendations and their manifest are both written in full before either is renamed into place
+            parts = [parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)]
+            with atomic_dir(out) if cluster is not None else atomic_path(out) as staged:
+                if cluster is not None:  # the folder of parts itself, renamed into place with its manifest
+                    rows, users = _move_parts(parts, staged)
+                else:
+                    rows, users = _merge_parts(parts, staged)
+                timings["write_s"] = round(time.perf_counter() - tic, 3)
+                scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
+                result = {
+                    "kind": "recsys-recommendations",
+                    "model_version": manifest["model_version"],
+                    "export_precision": manifest["precision"],
+                    "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
+                    "inputs": inputs,
+                    "k": k,
+                    "explain": explain,
+                    "retrieval": "ann" if isinstance(snapshot.index, AnnIndex) else "exact",
+                    "engine": "local"
+                    if cluster is None
+                    else {"name": "ray", **dataclasses.asdict(cluster.engine), "address": cluster.address},
+                    "rows": rows,
+                    "users": users,
+                    "users_requested": int(user_ids.len()),
+                    "dropped_rows": report.dropped,
+                    "repaired_rows": report.repaired,
+                    "cutoff": cutoff.isoformat(),
+                    "providers": model.providers,
+                    "item_vector_cache": opened.cache_stats.as_dict() if opened.cache_stats else None,
+                    "chunks": n_chunks,
+                    "resumed_chunks": len(done),
+                    "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
+                    "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "code_version": __version__,
+                }
+                write_json(_manifest_path(out), result)
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            return result
+        except (WriteError, Interrupted):
+            # a clean stop or a write failure: nothing is left beside the destination (the finished parts go
+            # too, which also frees the space); a crash or SIGKILL keeps them and the next run resumes from them
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            raise
 
 
-def _score(
-    *,
-    model,
-    items_path,
-    events_path,
-    out,
-    k,
-    users_path,
-    device,
-    cache_dir,
-    chunk_users,
-    explain,
-    retrieval,
-    cluster,
-    started,
-    timings,
-    progress,
-    log,
-):
-    if cluster is not None:
-        cluster.check_resources()
-    opened, user_ids = open_scoring(
-        model,
-        items_path,
-        events_path,
-        users_path=users_path,
-        device=device,
-        cache_dir=cache_dir,
-        retrieval=retrieval,
-        progress=progress,
-        log=log,
-    )
-    manifest, config, model, ranker = opened.manifest, opened.config, opened.model, opened.ranker
-    snapshot, tables, candidates, cutoff, inputs, report = (
-        opened.snapshot,
-        opened.tables,
-        opened.candidates,
-        opened.cutoff,
-        opened.inputs,
-        opened.report,
-    )
-    cache_stats = opened.cache_stats
-    timings.update(opened.timings)
+def _cluster(engine_config: EngineConfig, ray_address: str | None, log):
+    from recsys.jobs.ray_engine import Cluster
 
-    # finished chunks of an interrupted run with the same inputs and options are reused
-    plan = _fingerprint(
-        manifest["files"],
-        inputs,
-        k,
-        chunk_users,
-        explain,
-        cutoff.isoformat(),
-        user_ids.len(),
-        hashlib.sha256(user_ids.cast(pl.String).str.join("\n").item().encode()).hexdigest(),
-    )
-    parts_dir = out.with_name(f".{out.name}.parts")
-    try:
-        if (parts_dir / "plan.json").exists() and read_json(parts_dir / "plan.json").get("plan") != plan:
-            shutil.rmtree(parts_dir)
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        write_json(parts_dir / "plan.json", {"plan": plan})
-        n_chunks = max(1, -(-user_ids.len() // chunk_users))
-        done = {int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")}
-        if done:
-            log(f"resuming: {len(done)} of {n_chunks} chunks already done")
-
-        tic = time.perf_counter()
-        todo = [n for n in range(n_chunks) if n not in done]
-        if cluster is not None:
-            from recsys.jobs.ray_engine import rank_blocks
-
-            rank_blocks(
-                cluster,
-                opened.export_dir,
-                snapshot,
-                tables,
-                user_ids,
-                todo,
-                parts_dir,
-                k=k,
-                candidates=candidates,
-                history_length=config["history_length"],
-                device=device,
-                explain=explain,
-                progress=progress,
-            )
-        # chunk numbers are stable across reruns; one generator for the run, so what every chunk shares (the
-        # list of users without a past) is ranked once
-        for number, frame in (
-            ()
-            if cluster is not None
-            else rank_chunks(
-                model,
-                ranker,
-                snapshot,
-                tables,
-                user_ids,
-                k=k,
-                candidates=candidates,
-                history_length=config["history_length"],
-                chunk_users=chunk_users,
-                skip=frozenset(done),
-                explain=explain,
-            )
-        ):
-            with atomic_path(parts_dir / f"part-{number:05d}.parquet") as tmp:
-                frame.write_parquet(tmp)
-            if progress:
-                progress("score users", min((number + 1) * chunk_users, user_ids.len()), user_ids.len())
-        timings["rank_s"] = round(time.perf_counter() - tic, 3)
-
-        tic = time.perf_counter()
-        # the recommendations and their manifest are both written in full before either is renamed into place
-        parts = [parts_dir / f"part-{n:05d}.parquet" for n in range(n_chunks)]
-        with atomic_dir(out) if cluster is not None else atomic_path(out) as staged:
-            if cluster is not None:  # the folder of parts itself, renamed into place with its manifest
-                rows, users = _move_parts(parts, staged)
-            else:
-                rows, users = _merge_parts(parts, staged)
-            timings["write_s"] = round(time.perf_counter() - tic, 3)
-            scored_seconds = timings["snapshot_s"] + timings["rank_s"] + timings["write_s"]
-            result = {
-                "kind": "recsys-recommendations",
-                "model_version": manifest["model_version"],
-                "export_precision": manifest["precision"],
-                "artifact_hashes": {name: meta["sha256"] for name, meta in manifest["files"].items()},
-                "inputs": inputs,
-                "k": k,
-                "explain": explain,
-                "retrieval": "ann" if isinstance(snapshot.index, AnnIndex) else "exact",
-                "engine": "local" if cluster is None else {"name": "ray", **dataclasses.asdict(cluster.engine), "address": cluster.address},
-                "rows": rows,
-                "users": users,
-                "users_requested": int(user_ids.len()),
-                "dropped_rows": report.dropped,
-                "repaired_rows": report.repaired,
-                "cutoff": cutoff.isoformat(),
-                "providers": model.providers,
-                "item_vector_cache": cache_stats.as_dict() if cache_stats else None,
-                "chunks": n_chunks,
-                "resumed_chunks": len(done),
-                "timings_s": {**timings, "total_s": round(time.perf_counter() - started, 3)},
-                "users_per_second": round(user_ids.len() / scored_seconds, 1) if scored_seconds > 0 else None,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "code_version": __version__,
-            }
-            write_json(_manifest_path(out), result)
-        shutil.rmtree(parts_dir, ignore_errors=True)
-        return result
-    except (WriteError, Interrupted):
-        # a clean stop or a write failure: nothing is left beside the destination (the finished parts go
-        # too, which also frees the space); a crash or SIGKILL keeps them and the next run resumes from them
-        shutil.rmtree(parts_dir, ignore_errors=True)
-        raise
+    return Cluster(engine_config, ray_address, log=log)
 
 
 def _manifest_path(out: Path) -> Path:
@@ -414,7 +369,11 @@ def _move_parts(parts: list[Path], folder: Path) -> tuple[int, int]:
     """Move the finished parts into `folder` (a staging folder beside the destination)."""
     for part in parts:
         os.replace(part, folder / part.name)
-    counts = pl.scan_parquet(folder).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
+    return _rows_and_users(folder)
+
+
+def _rows_and_users(path: Path) -> tuple[int, int]:
+    counts = pl.scan_parquet(path).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
     return int(counts["rows"][0]), int(counts["users"][0])
 
 
@@ -423,5 +382,4 @@ def _merge_parts(parts: list[Path], out: Path) -> tuple[int, int]:
     scan = pl.concat([pl.scan_parquet(part) for part in parts])
     with writing(out):
         scan.sink_parquet(out)
-    counts = pl.scan_parquet(out).select(pl.len().alias("rows"), pl.col(S.USER_ID).n_unique().alias("users")).collect()
-    return int(counts["rows"][0]), int(counts["users"][0])
+    return _rows_and_users(out)

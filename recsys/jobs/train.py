@@ -46,7 +46,6 @@ def train(
             from recsys.jobs.ray_engine import Cluster
 
             cluster = stack.enter_context(Cluster(config.engine, ray_address, log=log))
-            cluster.check_resources()
         if registry is not None:
             return train_and_register(
                 items_path, events_path, config, registry=registry, out_dir=out_dir, progress=progress, log=log, cluster=cluster
