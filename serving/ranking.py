@@ -20,6 +20,7 @@ from recsys.contracts.schema import RELEVANCE
 from serving.candidates import MODEL_COLUMNS, SOURCE_COLUMNS, Snapshot
 
 ROW = "_row"  # a frame's row number, kept through `top_k` when the frame has it
+QUERY = "query_cutoff"  # in a training frame of several cutoffs: which one a row belongs to (a query is cutoff × user)
 RANKER_FEATURES: tuple[str, ...] = (*MODEL_COLUMNS, *SOURCE_COLUMNS, *features.FEATURE_COLUMNS)
 
 
@@ -65,8 +66,10 @@ class LambdaRanker:
         """
         import lightgbm as lgb
 
-        # group by user_id: user_index is -1 for every user without a past, so it does not identify a query
-        frame = frame.filter(pl.col(RELEVANCE).max().over(S.USER_ID) > 0).sort([S.USER_ID, "item_index"])
+        # a query is a user (at one cutoff): user_index is -1 for every user without a past, so it does not
+        # identify one; folds are drawn by user, so no user is on both sides at different cutoffs
+        keys = _query_keys(frame)
+        frame = frame.filter(pl.col(RELEVANCE).max().over(keys) > 0).sort([*keys, "item_index"])
         users = frame[S.USER_ID].unique().sort().to_numpy()
         if len(users) < 2:
             raise RecsysError(
@@ -86,6 +89,7 @@ class LambdaRanker:
         self.booster_ = lgb.train(params, _dataset(frame, np.ones(frame.height, dtype=bool), self.feature_names), num_boost_round=best)
         self.metrics_ = {
             "users": int(len(users)),
+            "queries": int(frame.select(keys).n_unique()),
             "cv_folds": folds,
             "rows": int(frame.height),
             "best_iteration": best,
@@ -161,6 +165,10 @@ class LambdaRanker:
         return self.booster_
 
 
+def _query_keys(frame: pl.DataFrame) -> list[str]:
+    return [QUERY, S.USER_ID] if QUERY in frame.columns else [S.USER_ID]
+
+
 def _map_here(run, shared: tuple, folds: int) -> list:
     return [run(*shared, k) for k in range(folds)]
 
@@ -169,7 +177,7 @@ def _dataset(frame: pl.DataFrame, mask: np.ndarray, feature_names: list[str], re
     import lightgbm as lgb
 
     part = frame.filter(pl.Series(mask))
-    groups = part.group_by(S.USER_ID, maintain_order=True).len()["len"].to_numpy()
+    groups = part.group_by(_query_keys(part), maintain_order=True).len()["len"].to_numpy()
     return lgb.Dataset(
         feature_matrix(part, feature_names),
         label=part[RELEVANCE].to_numpy(),

@@ -83,6 +83,18 @@ class CandidateConfig:
 @dataclass(frozen=True)
 class WindowConfig:
     ranker_days: float = 7.0  # the ranker learns from the window after the text model's (docs/ARCHITECTURE.md, "Time")
+    # rolling cutoffs in that window: each is one set of queries (candidates and features as of it, labels
+    # from the label_days after it); 1 = one cutoff at the window's start, labelled by the whole window
+    ranker_cutoffs: int = 1
+    label_days: float = 0.0  # 0 = ranker_days (one cutoff) or ranker_days / ranker_cutoffs (several)
+
+    def cutoff_offsets(self) -> list[tuple[float, float]]:
+        """(days after the window's start of each cutoff, its label days), evenly spread so the last label
+        window ends with the ranker window (docs/ARCHITECTURE.md, "Time")."""
+        count = self.ranker_cutoffs
+        label = self.label_days or self.ranker_days / count
+        step = (self.ranker_days - label) / (count - 1) if count > 1 else 0.0
+        return [(k * step, label) for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,12 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             "engine: workers, cpus_per_worker and batch_users must be at least 1 and gpus_per_worker not negative, found "
             f"{cfg.engine.workers}, {cfg.engine.cpus_per_worker}, {cfg.engine.batch_users}, {cfg.engine.gpus_per_worker}"
+        )
+    windows = cfg.windows
+    if windows.ranker_days <= 0 or windows.ranker_cutoffs < 1 or not 0 <= windows.label_days <= windows.ranker_days:
+        raise ConfigError(
+            "windows: ranker_days must be positive, ranker_cutoffs at least 1 and label_days between 0 and ranker_days, found "
+            f"{windows.ranker_days}, {windows.ranker_cutoffs}, {windows.label_days}"
         )
     if cfg.candidates.retrieval not in RETRIEVALS:
         raise ConfigError(f"candidates.retrieval: expected one of {', '.join(RETRIEVALS)}, found {cfg.candidates.retrieval!r}")

@@ -26,7 +26,7 @@ from recsys.contracts.timeline import just_after, time_bounds
 from recsys.data import Dataset, load_dataset
 from serving.candidates import build_snapshot, generate_candidates
 from serving.catalog import Catalog, make_catalog
-from serving.ranking import RANKER_FEATURES, LambdaRanker, relevance_labels, with_features
+from serving.ranking import QUERY, RANKER_FEATURES, LambdaRanker, relevance_labels, with_features
 from serving.text import item_texts
 
 PARITY_TEXTS = 64
@@ -62,19 +62,36 @@ def ranker_frame(
     events: pl.LazyFrame,
     items: pl.LazyFrame,
     *,
-    cutoff: dt.datetime,
-    end: dt.datetime,
+    start: dt.datetime,
     config: Config,
     item_vectors: np.ndarray,
     progress=None,
-) -> pl.DataFrame:
-    """Candidates as of `cutoff` for the users active in [cutoff, end), with features and relevance labels."""
-    labels = relevance_labels(events.collect(), start=cutoff, end=end)
-    users = labels.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
-    snapshot = build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=config.candidates)
-    cand = generate_candidates(model, snapshot, users, config.candidates, config.model.history_length, progress=progress)
-    frame = with_features(cand, snapshot)
-    return frame.join(labels, on=[S.USER_ID, S.ITEM_ID], how="left").with_columns(pl.col(RELEVANCE).fill_null(0))
+) -> tuple[pl.DataFrame, float]:
+    """The ranker's training rows and the candidates' recall: for each cutoff of `config.windows`
+    (`WindowConfig.cutoff_offsets` from `start`), candidates as of it for the users active in its label
+    window, with features and relevance labels; several cutoffs are told apart by `QUERY`.
+
+    Recall: the share of the label windows' (user, item) clicks of those users that the candidates hold."""
+    collected = events.collect()
+    frames, found, relevant = [], 0, 0
+    offsets = config.windows.cutoff_offsets()
+    for k, (offset, label_days) in enumerate(offsets):
+        cutoff = start + dt.timedelta(days=offset)
+        # the last label window ends exactly where the ranker window does
+        stop = start + dt.timedelta(days=config.windows.ranker_days) if k == len(offsets) - 1 else cutoff + dt.timedelta(days=label_days)
+        labels = relevance_labels(collected, start=cutoff, end=stop)
+        users = labels.select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
+        snapshot = build_snapshot(catalog, item_vectors, events, items, cutoff=cutoff, config=config.candidates)
+        cand = generate_candidates(model, snapshot, users, config.candidates, config.model.history_length, progress=progress)
+        frame = with_features(cand, snapshot)
+        if frame.height == 0:
+            continue
+        frame = frame.join(labels, on=[S.USER_ID, S.ITEM_ID], how="left").with_columns(pl.col(RELEVANCE).fill_null(0))
+        relevant += labels.join(frame.select(S.USER_ID).unique(), on=S.USER_ID).height
+        found += int((frame[RELEVANCE] > 0).sum())
+        frames.append(frame.with_columns(pl.lit(k, dtype=pl.Int32).alias(QUERY)) if len(offsets) > 1 else frame)
+    frame = pl.concat(frames) if frames else pl.DataFrame()
+    return frame, (found / relevant if relevant else float("nan"))
 
 
 def train_model_dir(
@@ -155,8 +172,8 @@ def train_model_dir(
     scorer = TorchInterestModel(model, tokenizer)
     with deterministic(config.train.seed):
         vectors = scorer.encode_items(item_texts(catalog.items), progress=progress)
-        frame = ranker_frame(
-            scorer, catalog, events, data.items, cutoff=t1, end=end, config=config, item_vectors=vectors, progress=progress
+        frame, candidate_recall = ranker_frame(
+            scorer, catalog, events, data.items, start=t1, config=config, item_vectors=vectors, progress=progress
         )
     if keep is not None:
         keep["ranker_frame"] = frame
@@ -166,7 +183,6 @@ def train_model_dir(
         from recsys.jobs.ray_engine import fold_mapper
 
         ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame, map_folds=fold_mapper(cluster))
-    candidate_recall = _candidate_recall(frame, events.collect(), t1, end)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
     log(
         f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks"
@@ -209,14 +225,3 @@ def train_model_dir(
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
-
-
-def _candidate_recall(frame: pl.DataFrame, events: pl.DataFrame, start, end) -> float:
-    """Share of (user, item) clicks in the window that the candidate generator put before the ranker."""
-    truth = relevance_labels(events, start=start, end=end)
-    users = frame.select(S.USER_ID).unique()
-    truth = truth.join(users, on=S.USER_ID)
-    if truth.height == 0:
-        return float("nan")
-    found = truth.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
-    return found / truth.height

@@ -29,3 +29,16 @@ def test_tasks_are_data():
     assert [t.name for t in cfg.tasks] == ["click"]
     with pytest.raises(ConfigError, match="tasks"):
         config_from_dict({"tasks": [{"name": "purchase"}]})
+
+
+def test_rolling_cutoffs_tile_the_ranker_window():
+    from recsys.contracts.config import WindowConfig
+
+    assert WindowConfig(ranker_days=7.0).cutoff_offsets() == [(0.0, 7.0)]
+    assert WindowConfig(ranker_days=7.0, ranker_cutoffs=7).cutoff_offsets() == [(float(k), 1.0) for k in range(7)]
+    # overlapping label windows: 3 days each, the last one ending with the window
+    assert WindowConfig(ranker_days=7.0, ranker_cutoffs=5, label_days=3.0).cutoff_offsets() == [(float(k), 3.0) for k in range(5)]
+    with pytest.raises(ConfigError, match="windows: .*label_days"):
+        config_from_dict({"windows": {"ranker_days": 3.0, "label_days": 4.0}})
+    with pytest.raises(ConfigError, match="ranker_cutoffs at least 1"):
+        config_from_dict({"windows": {"ranker_cutoffs": 0}})

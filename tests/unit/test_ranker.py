@@ -59,3 +59,30 @@ def test_users_without_a_past_are_separate_queries():
     )
     ranker = LambdaRanker(RankerConfig(n_estimators=20, min_data_in_leaf=5), ["signal"]).fit(frame)
     assert ranker.metrics_["users"] == frame.filter(pl.col(RELEVANCE).max().over("user_id") > 0)["user_id"].n_unique()
+
+
+def test_a_user_at_two_cutoffs_is_two_queries():
+    """Rows of several cutoffs (QUERY) are grouped by cutoff × user in LightGBM's own Dataset."""
+    from serving.ranking import QUERY, _dataset
+
+    rng = np.random.default_rng(2)
+    users, per_user = 200, 10
+    rows = 2 * users * per_user
+    signal = rng.normal(size=rows)
+    frame = pl.DataFrame(
+        {
+            QUERY: np.repeat([1, 0], users * per_user).astype(np.int32),  # out of order on purpose: fit sorts
+            "user_id": np.tile(np.repeat(np.arange(users), per_user), 2),
+            "user_index": np.tile(np.repeat(np.arange(users), per_user), 2),
+            "item_index": np.tile(np.arange(per_user), 2 * users),
+            "signal": signal,
+            RELEVANCE: (signal > 0.8).astype(int),
+        }
+    )
+    ranker = LambdaRanker(RankerConfig(n_estimators=20, min_data_in_leaf=5), ["signal"]).fit(frame)
+    kept = frame.filter(pl.col(RELEVANCE).max().over(QUERY, "user_id") > 0)
+    assert ranker.metrics_["queries"] == kept.select(QUERY, "user_id").n_unique() > ranker.metrics_["users"]
+    ordered = kept.sort(QUERY, "user_id", "item_index")
+    groups = _dataset(ordered, np.ones(ordered.height, dtype=bool), ["signal"]).construct().get_group()
+    assert groups.tolist() == ordered.group_by(QUERY, "user_id", maintain_order=True).len()["len"].to_list()
+    assert len(groups) == ranker.metrics_["queries"]

@@ -80,3 +80,30 @@ def test_encoder_schedule_starts_with_fine_tuning_and_reaches_the_configured_rat
     assert encoder(90) == 0.5 and encoder(99) == pytest.approx(0.05)  # linear decay to the floor
     assert heads(0) == pytest.approx(1 / 6) and heads(5) == pytest.approx(0.95) and heads(50) == 0.5
     assert validation_score({"click_auc": float("nan"), "purchase_auc": 0.7}) == float("-inf")
+
+
+def test_rolling_cutoffs_give_the_ranker_one_query_per_user_and_cutoff(tiny_shop, tiny_config, tmp_path):
+    """With windows.ranker_cutoffs = 3, each cutoff's rows exclude what the user clicked before it and are
+    labelled by the clicks of its own day only."""
+    from recsys.jobs.common import train_model_dir
+    from serving.ranking import QUERY
+
+    config = tiny_config.replace(windows={"ranker_days": 3.0, "ranker_cutoffs": 3})
+    kept: dict = {}
+    manifest = train_model_dir(tiny_shop / "items.parquet", tiny_shop / "events", tmp_path / "model", config, keep=kept)
+    frame = kept["ranker_frame"]
+    assert sorted(frame[QUERY].unique().to_list()) == [0, 1, 2]
+    t1 = dt.datetime.fromisoformat(manifest["data_window"]["text_model_until"])
+    events = pl.read_parquet(tiny_shop / "events").filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
+    for k in range(3):
+        cutoff = t1 + dt.timedelta(days=k)
+        rows = frame.filter(pl.col(QUERY) == k).select(S.USER_ID, S.ITEM_ID, "relevance")
+        before = events.filter(pl.col(S.TIMESTAMP) < cutoff).select(S.USER_ID, S.ITEM_ID).unique()
+        assert rows.join(before, on=[S.USER_ID, S.ITEM_ID], how="semi").height == 0
+        day = events.filter((pl.col(S.TIMESTAMP) >= cutoff) & (pl.col(S.TIMESTAMP) < cutoff + dt.timedelta(days=1)))
+        clicked = rows.join(day.select(S.USER_ID, S.ITEM_ID).unique(), on=[S.USER_ID, S.ITEM_ID], how="semi")
+        assert clicked.height > 0
+        assert (clicked["relevance"] > 0).all()
+        assert rows.filter(pl.col("relevance") > 0).height == clicked.height
+    ranker = json.loads((tmp_path / "model" / "metrics.json").read_text())["ranker"]
+    assert ranker["queries"] > ranker["users"]
