@@ -45,7 +45,7 @@ from recsys.data import Dataset
 from recsys.interactions import exposures, has_impressions
 from recsys.metrics import auc, catalog_coverage, per_user_ndcg, ranking_metrics
 from serving.artifacts import load_export
-from serving.candidates import MODEL_COLUMNS, SOURCE_TYPES, build_snapshot, generate_candidates, user_vectors
+from serving.candidates import MODEL_COLUMNS, SOURCE_TYPES, TEXT_SOURCES, build_snapshot, generate_candidates, user_vectors
 from serving.catalog import Catalog, make_catalog
 from serving.ranking import RANKER_FEATURES, LambdaRanker, relevance_labels, top_k, with_features
 from serving.score import recommend
@@ -64,8 +64,7 @@ NO_TEXT_ANYWHERE = "without text anywhere"
 COVISIT = "co-visitation"
 POPULARITY = "popularity"
 ORACLE = "oracle"
-TEXT_COLUMNS = (*MODEL_COLUMNS, "cand_text_rank", "cand_sources")  # what the "ranker without text" may not see
-TEXT_SOURCE = "cand_text_rank"
+TEXT_COLUMNS = (*MODEL_COLUMNS, *TEXT_SOURCES, "cand_sources")  # what the "ranker without text" may not see
 EV_K = 10  # expected value@10: the generator's expected gain of a top-10 list
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -508,8 +507,8 @@ def compare_systems(
 
 
 def without_text_source(frame: pl.DataFrame) -> pl.DataFrame:
-    """The candidates some source other than text retrieval found (covisitation, popular, newest)."""
-    others = [pl.col(c).is_not_null() for c in SOURCE_TYPES if c != TEXT_SOURCE]
+    """The candidates some source other than the text model's found (covisitation, popular, newest)."""
+    others = [pl.col(c).is_not_null() for c in SOURCE_TYPES if c not in TEXT_SOURCES]
     return frame.filter(pl.any_horizontal(others))
 
 

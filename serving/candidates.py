@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -21,7 +21,14 @@ from serving.ann import AnnIndex
 from serving.catalog import Catalog
 from serving.history import ClickLog, to_seconds
 
-SOURCE_TYPES = {"cand_text_rank": pl.Int32, "cand_covisit_weight": pl.Float64, "cand_popular_rank": pl.Int32, "cand_new_rank": pl.Int32}
+SOURCE_TYPES = {
+    "cand_text_rank": pl.Int32,
+    "cand_fresh_rank": pl.Int32,
+    "cand_covisit_weight": pl.Float64,
+    "cand_popular_rank": pl.Int32,
+    "cand_new_rank": pl.Int32,
+}
+TEXT_SOURCES = ("cand_text_rank", "cand_fresh_rank")  # the sources that rank by the text model's vectors
 SOURCE_COLUMNS = (*SOURCE_TYPES, "cand_sources")
 RECENT_CLICKS = 5  # the latest clicks every candidate is compared with, item vector to item vector
 # the candidate's cosine to the user's last click, the max and mean over the RECENT_CLICKS latest (null
@@ -33,6 +40,7 @@ USER_BLOCK = 1024  # users per block of candidate generation
 ROW_BLOCK = 256  # users per retrieval matrix product (a (256, N) float32 buffer)
 TOPK_ROWS = 16  # rows per argpartition: its (16, N) int64 result stays in cache
 SCORE_USERS = 128  # users per scorer run (a (128, ~200, D) candidate batch)
+FRESH_MAX = 5_000  # the newest arrivals the fresh source compares every user with (a (1024, 5k) product per block)
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Snapshot:
     seen: pl.DataFrame  # user_index, item_index: clicked or bought before the cutoff
     popular: np.ndarray  # item indices, most popular first
     newest: np.ndarray  # item indices of the latest arrivals, newest first
+    fresh: np.ndarray  # item indices created in the `fresh_days` before the cutoff (at most FRESH_MAX, newest)
     covisit: pl.DataFrame  # item_index, neighbor_index, weight
     available: np.ndarray  # (N,) bool: items that exist at the cutoff
     index: AnnIndex | None = None  # approximate text retrieval (candidates.retrieval); None: the exact product
@@ -97,20 +106,23 @@ def build_snapshot(
         seen=seen,
         popular=popular["item_index"].to_numpy(),
         newest=_newest(catalog, cutoff, config.new),
+        fresh=_newest(catalog, cutoff, FRESH_MAX if config.fresh > 0 else 0, since=cutoff - timedelta(days=config.fresh_days)),
         covisit=covisit.select("item_index", "neighbor_index", pl.col("weight").cast(pl.Float32)),
         available=catalog.available_at(cutoff),
     )
     return snapshot if item_vectors is None else with_item_vectors(snapshot, item_vectors, config)
 
 
-def _newest(catalog: Catalog, cutoff: datetime, n: int) -> np.ndarray:
-    """The `n` most recently created items that exist at the cutoff (ties: higher index first)."""
+def _newest(catalog: Catalog, cutoff: datetime, n: int, since: datetime | None = None) -> np.ndarray:
+    """The `n` most recently created items that exist at the cutoff (ties: higher index first), created
+    at or after `since` if given."""
     created = catalog.items[S.CREATED_AT]
     if n <= 0 or created.null_count() == len(created):
         return np.zeros(0, dtype=np.int64)
-    frame = pl.DataFrame({"item_index": np.arange(len(catalog)), "created": created}).filter(
-        pl.col("created").is_not_null() & (pl.col("created") < cutoff)
-    )
+    window = pl.col("created") < cutoff
+    if since is not None:
+        window &= pl.col("created") >= since
+    frame = pl.DataFrame({"item_index": np.arange(len(catalog)), "created": created}).filter(pl.col("created").is_not_null() & window)
     return frame.sort(["created", "item_index"], descending=True).head(n)["item_index"].to_numpy()
 
 
@@ -279,7 +291,25 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         keep = np.isfinite(top_sims.ravel())
         rows = np.repeat(np.arange(len(user_index)), k)
         sources.append(("cand_text_rank", rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))
-    # 2. co-visitation with the user's recent clicks
+    # 2. the last days' arrivals nearest to the user's interest: items no behaviour has surfaced yet, found
+    # by what their text says (not the newest by date alone, source 5)
+    k = min(config.fresh, len(snapshot.fresh))
+    if k > 0:
+        sims = users @ snapshot.item_vectors[snapshot.fresh].T  # (B, F)
+        sims[:, ~snapshot.available[snapshot.fresh]] = -np.inf
+        position = np.full(n_items, -1, dtype=np.int64)
+        position[snapshot.fresh] = np.arange(len(snapshot.fresh))
+        seen_fresh = position[seen_cols] >= 0  # sparse, as in _text_top_k: no dense (B, F) mask
+        sims[seen_rows[seen_fresh], position[seen_cols[seen_fresh]]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.broadcast_to(np.arange(k), sims.shape)
+        top_sims = np.take_along_axis(sims, top, 1)
+        order = np.lexsort((top, -top_sims), axis=1)
+        top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
+        keep = np.isfinite(top_sims.ravel())
+        rows = np.repeat(np.arange(len(user_index)), k)
+        ranks = np.tile(np.arange(1, k + 1), len(user_index))
+        sources.append(("cand_fresh_rank", rows[keep], snapshot.fresh[top.ravel()[keep]], ranks[keep]))
+    # 3. co-visitation with the user's recent clicks
     if config.covisit > 0 and snapshot.covisit.height:
         recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(
             pl.col("item_index") >= 0
@@ -297,7 +327,7 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
             .head(config.covisit)
         )
         sources.append(("cand_covisit_weight", co["row"].to_numpy(), co["item_index"].to_numpy(), co["cand_covisit_weight"].to_numpy()))
-    # 3. recent popularity (what a user with no history mostly gets), 4. new arrivals: a catalog's
+    # 4. recent popularity (what a user with no history mostly gets), 5. new arrivals: a catalog's
     # freshest items, which no behaviour has surfaced yet
     for column, listed in (("cand_popular_rank", snapshot.popular[: max(config.popular, 0)]), ("cand_new_rank", snapshot.newest)):
         rows = np.repeat(np.arange(len(user_index)), len(listed))

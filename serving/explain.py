@@ -34,7 +34,7 @@ REASONS: dict[str, tuple[str, ...]] = {
         "item_days_since_last_click",
     ),
     "popular_in_category": ("item_category_clicks_7d",),
-    "new": ("cand_new_rank", "item_age_days"),
+    "new": ("cand_new_rank", "cand_fresh_rank", "item_age_days"),
     "category": ("affinity_category", "affinity_category_lift", "affinity_category_weight"),
     "domain": ("affinity_domain", "affinity_domain_lift", "affinity_domain_weight"),
     "price": ("item_price",),

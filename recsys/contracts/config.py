@@ -73,6 +73,8 @@ class CandidateConfig:
     covisit: int = 50  # items co-visited with the user's recent items
     popular: int = 50  # most popular recent items (also what a user without history gets)
     new: int = 30  # the newest items of the catalog (cold-start items get a chance on day one)
+    fresh: int = 30  # the items created in the last fresh_days nearest to the user's interest vector
+    fresh_days: float = 7.0
     popularity_days: int = 7
     exclude_seen: bool = True  # never recommend an item the user already clicked or bought
     retrieval: str = "auto"  # the text neighbours: "exact", "ann" (faiss IVF), or "auto" = ann from ann_min_items items on
