@@ -66,6 +66,7 @@ POPULARITY = "popularity"
 ORACLE = "oracle"
 TEXT_COLUMNS = (*MODEL_COLUMNS, *TEXT_SOURCES, "cand_sources")  # what the "ranker without text" may not see
 EV_K = 10  # expected value@10: the generator's expected gain of a top-10 list
+FRESH_DAYS = 7.0  # "fresh_share@10": the share of top-10 slots given to items created in the week before the cutoff
 BOOTSTRAP_RESAMPLES = 2000
 
 ALL_USERS = "all users"
@@ -584,6 +585,16 @@ def add_expected_values(results: dict, per_user: pl.DataFrame) -> None:
         metrics["ev_share@10"] = metrics["ev@10"] / best if np.isfinite(best) and best > 0 else float("nan")
 
 
+def fresh_share(recs: pl.DataFrame, catalog: Catalog, *, cutoff: dt.datetime, k: int = 10, days: float = FRESH_DAYS) -> float:
+    """Share of the top-`k` slots of `recs` that hold an item created in the `days` before `cutoff`."""
+    created = catalog.items.select(S.ITEM_ID, S.CREATED_AT)
+    top = recs.filter(pl.col(S.RANK) <= k).select(S.ITEM_ID).join(created, on=S.ITEM_ID, how="left")
+    if top.height == 0:
+        return float("nan")
+    fresh = (pl.col(S.CREATED_AT) >= cutoff - dt.timedelta(days=days)) & (pl.col(S.CREATED_AT) < cutoff)
+    return float(top.select(fresh.fill_null(False).mean()).item())
+
+
 def system_metrics(
     systems: dict[str, pl.DataFrame],
     evaluation: dict,
@@ -620,6 +631,7 @@ def system_metrics(
         metrics = evaluation["metrics"] if system == FULL else ranking_metrics(recs, relevant, ks=KS)
         metrics = dict(metrics)
         metrics["coverage@20"] = catalog_coverage(recs, evaluation["catalog_size"], k=20)
+        metrics["fresh_share@10"] = fresh_share(recs, evaluation["catalog"], cutoff=cutoff)
         aucs = (
             text_aucs
             if system in (FULL, TEXT_ALONE)
@@ -790,6 +802,9 @@ def targets(results: dict, by_slice: dict, ablation_rows: dict | None, paired: d
         cell = (paired or {}).get("ev@10", {}).get(NO_TEXT)
         if cell:
             add("expected value@10 − ranker without text: 95% interval above 0", cell["ci95"][0], 0.0, cell["ci95"][0] > 0)
+    if ORACLE in results and results[ORACLE].get("fresh_share@10", 0) > 0:
+        ratio = full["fresh_share@10"] / results[ORACLE]["fresh_share@10"]
+        add(f"items of the last {FRESH_DAYS:g} days recommended at ≥ 0.7× the oracle's rate", ratio, 0.7, ratio >= 0.7)
     best = max(baselines, key=lambda n: results[n]["ndcg@10"]) if baselines else None
     if best:
         add(

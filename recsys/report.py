@@ -31,6 +31,7 @@ TABLE_METRICS = (
     ("auc_p_click", "AUC p_click"),
     ("auc_p_purchase", "AUC p_purchase"),
     ("coverage@20", "coverage@20"),
+    ("fresh_share@10", "share of top 10 created in the last week"),
     ("oracle_share@10", "share of oracle NDCG@10"),
     ("ev@10", "expected value@10"),
     ("ev_share@10", "share of oracle EV@10"),

@@ -342,3 +342,19 @@ def test_without_text_source_drops_what_only_text_retrieval_found():
         }
     )
     assert without_text_source(frame)["cand_text_rank"].to_list() == [2, None, 3]
+
+
+def test_fresh_share_counts_top_ten_slots_of_items_created_in_the_week_before_the_cutoff():
+    from recsys.evaluate import fresh_share
+    from serving.catalog import make_catalog
+
+    cutoff = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+    created = [cutoff - dt.timedelta(days=d) for d in (30, 6.9, 1, -1)] + [None]  # old, fresh, fresh, future, unknown
+    items = pl.DataFrame({S.ITEM_ID: [1, 2, 3, 4, 5], "title": list("abcde"), S.CREATED_AT: created})
+    catalog = make_catalog(items)
+    recs = pl.DataFrame(
+        {S.USER_ID: [1] * 5 + [2] * 12, S.RANK: [*range(1, 6), *range(1, 13)], S.ITEM_ID: [1, 2, 3, 4, 5] + [2] * 10 + [1, 1]}
+    )
+    # user 1: 2 of 5 fresh; user 2: 10 of its top 10 (ranks 11, 12 do not count)
+    assert fresh_share(recs, catalog, cutoff=cutoff) == pytest.approx(12 / 15)
+    assert fresh_share(recs.filter(pl.col(S.USER_ID) == 1), catalog, cutoff=cutoff, days=1.5) == pytest.approx(1 / 5)
