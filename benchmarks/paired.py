@@ -11,7 +11,7 @@ sources of noise. Also the value share of the oracle per system.
 
 Writes WORK/results.json and prints Markdown tables.
 
-    .venv/bin/python benchmarks/paired.py [--shop-seeds 0 1 2] [--seeds 7 8 9] [--config FILE] [--work DIR] [--reuse]
+    .venv/bin/python benchmarks/paired.py [--shop-seeds 0 1 2] [--seeds 7 8 9] [--mode behaviour|language] [--config FILE] [--work DIR] [--reuse]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.contracts.files import write_json  # noqa: E402
 from recsys.evaluate import FULL, ORACLE  # noqa: E402
-from recsys.generate import generate_shop  # noqa: E402
+from recsys.generate import MODES, generate_shop  # noqa: E402
 from recsys.jobs.evaluate import evaluate  # noqa: E402
 
 METRICS = ("ev@10", "ndcg@10")
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shop-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    parser.add_argument("--mode", choices=MODES, default="behaviour", help="the generator's mode (recsys.generate.MODES)")
     parser.add_argument("--config", type=Path, default=None, help="a config file for every run (default: the shipped defaults)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "paired")
     parser.add_argument("--reuse", action="store_true", help="read the runs already evaluated in --work instead of training again")
@@ -65,7 +66,7 @@ def main() -> None:
     for shop_seed in args.shop_seeds:
         shop = args.work / f"shop-{shop_seed}"
         if not (shop / "items.parquet").is_file():
-            generate_shop(shop, seed=shop_seed)
+            generate_shop(shop, seed=shop_seed, mode=args.mode)
         for seed in args.seeds:
             started = time.perf_counter()
             report = run_once(shop, args.work / f"shop-{shop_seed}-seed-{seed}", seed, args.config, args.reuse)
@@ -78,7 +79,7 @@ def main() -> None:
                     "seed": seed,
                     "model_version": report["model_version"],
                     "queries": report["queries"],
-                    "systems": {name: {m: systems[name].get(m) for m in (*METRICS, "ev_share@10")} for name in systems},
+                    "systems": {name: {m: systems[name].get(m) for m in (*METRICS, "ev_share@10", "fresh_share@10")} for name in systems},
                     "full_minus": diffs,
                     "seconds": round(time.perf_counter() - started, 1),
                 }
@@ -91,11 +92,14 @@ def main() -> None:
             )
 
     names = list(runs[0]["systems"])
-    levels = {name: {m: across([r["systems"][name][m] for r in runs]) for m in (*METRICS, "ev_share@10")} for name in names}
+    levels = {
+        name: {m: across([r["systems"][name][m] for r in runs]) for m in (*METRICS, "ev_share@10", "fresh_share@10")} for name in names
+    }
     paired = {m: {name: across([r["full_minus"][m][name] for r in runs]) for name in names if name != FULL} for m in METRICS}
     results = {
         "shop_seeds": args.shop_seeds,
         "seeds": args.seeds,
+        "mode": args.mode,
         "config": str(args.config),
         "runs": runs,
         "levels": levels,
@@ -109,11 +113,11 @@ def main() -> None:
         return f"{c['mean']:+.4f} ± {c['se']:.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]"
 
     print(f"\n{len(runs)} runs (generator seeds {args.shop_seeds} × training seeds {args.seeds}); mean ± se across runs\n")
-    print("| system | EV@10 | share of oracle EV@10 | NDCG@10 |\n|---|---:|---:|---:|")
+    print("| system | EV@10 | share of oracle EV@10 | NDCG@10 | top-10 slots of last week's items |\n|---|---:|---:|---:|---:|")
     for name in names:
         lv = levels[name]
         print(
-            f"| {name} | {lv['ev@10']['mean']:.4f} ± {lv['ev@10']['se']:.4f} | {cell(lv['ev_share@10'], True)} | {lv['ndcg@10']['mean']:.4f} ± {lv['ndcg@10']['se']:.4f} |"
+            f"| {name} | {lv['ev@10']['mean']:.4f} ± {lv['ev@10']['se']:.4f} | {cell(lv['ev_share@10'], True)} | {lv['ndcg@10']['mean']:.4f} ± {lv['ndcg@10']['se']:.4f} | {cell(lv['fresh_share@10'], True)} |"
         )
     print("\n| full system − … | EV@10 (± se) [95% t] | relative EV | NDCG@10 (± se) [95% t] |\n|---|---:|---:|---:|")
     for name in names:

@@ -83,11 +83,16 @@ def generate(
     items: int = typer.Option(1200, help="Items in the catalog at the start (more arrive every day)."),
     days: int = typer.Option(28, help="Days of interaction logs."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives byte-identical files."),
+    mode: str = typer.Option(
+        "behaviour",
+        help="behaviour: random word directions (behaviour dominates); language: directions from what the words mean "
+        "(synonyms and new domains recoverable from text; reads the pretrained encoder).",
+    ),
 ):
     """Generate a synthetic shop: catalog with text, daily impression/click/purchase logs, ground truth."""
     from recsys.jobs.generate import generate as run_generate
 
-    summary = run_generate(out_dir, users=users, items=items, days=days, seed=seed)
+    summary = run_generate(out_dir, users=users, items=items, days=days, seed=seed, mode=mode)
     out.print(f"generated {out_dir}: {summary}")
 
 

@@ -14,6 +14,7 @@ slate; clicks and purchases follow the generative formula that `true_probabiliti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import math
@@ -277,6 +278,39 @@ class _World:
 _PARTS = ("nouns", "adjs", "attrs", "brands", "uses")
 
 
+MODES = ("behaviour", "language")
+
+
+def _phrase_vectors(phrases: list[str]) -> np.ndarray:
+    """(len(phrases), H) the frozen pretrained encoder's L2-normalised mean-pooled vector of each phrase."""
+    from recsys.contracts.config import ModelConfig
+    from recsys.encoder import resolve_encoder
+    from recsys.sequential import text_vectors
+
+    return text_vectors(phrases, resolve_encoder(ModelConfig())).numpy().astype(np.float64)
+
+
+def _language_world(world: _World, rng: np.random.Generator) -> _World:
+    """The "language" mode: every direction comes from what its words mean, not from a random draw.
+
+    A word's direction is the encoder's vector of the word, centred (a sentence encoder's vectors share one
+    large common direction) and projected to _DIM by one fixed random matrix; a category's is its name's
+    (with its domain's, as in the default mode). Words that mean alike ("organic", "natural", "non-GMO")
+    then pull interest alike in every domain, and a domain nobody has clicked is recoverable from its
+    text. The other draws of the world stay those of the default mode."""
+    groups = (list(world.domains), list(world.categories), list(world.vocab))
+    vectors = _phrase_vectors([phrase for group in groups for phrase in group])
+    projection = rng.normal(size=(vectors.shape[1], _DIM)) / math.sqrt(vectors.shape[1])
+    parts, start = [], 0
+    for group in groups:
+        block = vectors[start : start + len(group)]
+        parts.append(_normalise((block - block.mean(axis=0)) @ projection))
+        start += len(group)
+    domain_dirs, own, word_dirs = parts
+    category_dirs = _normalise(0.6 * domain_dirs[world.category_domain] + own)
+    return dataclasses.replace(world, category_dirs=category_dirs, word_dirs=word_dirs)
+
+
 def _build_world(rng: np.random.Generator) -> _World:
     domains = tuple(dict.fromkeys(row[0] for row in _BANK))
     categories = tuple(row[1] for row in _BANK)
@@ -509,8 +543,15 @@ def generate_shop(
     seed: int = 0,
     new_items_per_day: int = 15,
     start: str | dt.date | dt.datetime = "2026-01-01",
+    mode: str = "behaviour",
 ) -> dict[str, Any]:
-    """Write a synthetic shop (items.parquet, events/YYYY-MM-DD.parquet, truth/) to out_dir; returns a summary."""
+    """Write a synthetic shop (items.parquet, events/YYYY-MM-DD.parquet, truth/) to out_dir; returns a summary.
+
+    `mode`: "behaviour" (word and category directions drawn at random: behaviour dominates, text helps
+    through the words an item shares with others) or "language" (directions from the pretrained encoder's
+    reading of the words: synonyms and unseen domains are recoverable from text, `_language_world`)."""
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     for name, value, low in (("users", users, 1), ("items", items, 1), ("days", days, 1), ("new_items_per_day", new_items_per_day, 0)):
         if int(value) != value or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -524,11 +565,13 @@ def generate_shop(
 
     world_ss, catalog_ss, users_ss, events_ss = np.random.SeedSequence(seed).spawn(4)
     world = _build_world(np.random.default_rng(world_ss))
+    if mode == "language":
+        world = _language_world(world, np.random.default_rng([seed, 1729]))  # its own stream: the default mode's draws are unchanged
     catalog = _build_catalog(
         world, np.random.default_rng(catalog_ss), initial=items, new_per_day=new_items_per_day, days=days, start_us=start_us
     )
     people = _build_users(world, np.random.default_rng(users_ss), n=users)
-    params = {"version": _FORMAT_VERSION, **_PARAMS, "dim": _DIM}
+    params = {"version": _FORMAT_VERSION, **_PARAMS, "dim": _DIM, "mode": mode}
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / "events") as events_tmp, atomic_dir(out / "truth") as truth_tmp:
@@ -562,6 +605,7 @@ def generate_shop(
         last_day = start_us + (days - 1) * _DAY_US
         summary = {
             "seed": seed,
+            "mode": mode,
             "start": start_dt.isoformat(),
             "end": _from_us(end_us).isoformat(),
             "days": days,

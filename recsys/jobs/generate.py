@@ -8,7 +8,7 @@ from recsys.generate import generate_shop
 from recsys.jobs.paths import Output, check_paths
 
 
-def generate(out_dir: str | Path, *, users: int = 1500, items: int = 1200, days: int = 28, seed: int = 0) -> dict:
+def generate(out_dir: str | Path, *, users: int = 1500, items: int = 1200, days: int = 28, seed: int = 0, mode: str = "behaviour") -> dict:
     """Write items.parquet, events/ and truth/ under `out_dir`; returns the summary."""
     check_paths({}, [Output("--out", out_dir, "dir")])
-    return generate_shop(out_dir, users=users, items=items, days=days, seed=seed)
+    return generate_shop(out_dir, users=users, items=items, days=days, seed=seed, mode=mode)
