@@ -238,6 +238,10 @@ def _train_text_model(
         # LP-FT (Kumar et al., 2022): heads first on a frozen encoder (cheap: pooled outputs come from the
         # bank), then the whole model, so fine-tuning starts from sensible heads instead of random ones
         fine_tune = epoch >= head_epochs and bool(encoder_params)
+        if fine_tune and epoch == head_epochs and best["state"] is not None and best["epoch"] != epoch:
+            # fine-tune from the heads validation liked best: the last head epoch has often begun to overfit,
+            # and fine-tuning from there never beat the best head epoch (RESULTS.md, 9 of 9 runs)
+            model.load_state_dict(best["state"])  # the encoder has not moved yet: the memory bank still holds
         model.train()
         losses = []
         batches = _epoch_batches(data, config, batch_rng, train_rows)
