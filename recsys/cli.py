@@ -36,11 +36,12 @@ def guarded(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from recsys.contracts.errors import Interrupted, RecsysError
+        from recsys.contracts.errors import Interrupted, RecsysError, clear_signals, note_signal
 
         def stop(signum, frame):
             for name in (signal.SIGTERM, signal.SIGINT):  # the clean-up itself is not interrupted again
                 signal.signal(name, signal.SIG_IGN)
+            note_signal(signum)  # if this raise is swallowed, the next rename into a destination raises it
             raise Interrupted(signum)
 
         previous = {name: signal.signal(name, stop) for name in (signal.SIGTERM, signal.SIGINT)}
@@ -52,6 +53,7 @@ def guarded(func):
             err.print(f"[bold red]recsys:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         finally:
+            clear_signals()
             for name, handler in previous.items():
                 signal.signal(name, handler)
 

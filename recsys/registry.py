@@ -31,7 +31,7 @@ from typing import Any
 
 from recsys import __version__
 from recsys.contracts.config import load_config
-from recsys.contracts.errors import ArtifactError, ChampionChanged, RecsysError
+from recsys.contracts.errors import ArtifactError, ChampionChanged, RecsysError, raise_if_interrupted
 from recsys.contracts.files import MANIFEST, check_files, file_entry, read_json_object, sha256_file, staging_dir, verify_files, write_json
 from recsys.contracts.layout import CONFIG_FILE, EXPORT_KIND, MODEL_KIND, VERSION_KIND
 from recsys.contracts.layout import EXPORT_SUBDIR as EXPORT
@@ -241,6 +241,7 @@ class Registry:
             version = f"v{(int(names[-1][1:]) + 1 if names else 1):04d}"
             manifest["version"] = version
             write_json(staging / VERSION_FILE, manifest)
+            raise_if_interrupted()
             os.rename(staging, self.root / VERSIONS_DIR / version)  # a new name: never replaces a version
             self._append(action="register", version=version, details={"by": created_by, "model_version": manifest["model_version"]})
             if swap:

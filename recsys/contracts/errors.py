@@ -79,6 +79,27 @@ class DeviceError(RecsysError):
     exit_code = 6
 
 
+_RECEIVED: list[int] = []  # signals a job's handler took (recsys.cli.guarded), the first one first
+
+
+def note_signal(signum: int) -> None:
+    """Remember that the job was asked to stop, for `raise_if_interrupted`."""
+    _RECEIVED.append(signum)
+
+
+def clear_signals() -> None:
+    _RECEIVED.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` if a stop signal arrived. Called before every rename into a destination: Python
+    runs a signal handler between any two bytecodes, and when that is inside a weakref callback or a
+    `__del__` (an import's module-lock callback, for one) the handler's exception is printed as "ignored"
+    and the job runs on; this check keeps such a job from changing the destination anyway."""
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
+
+
 class Interrupted(RecsysError):
     """The job was stopped by SIGTERM or SIGINT; its staging entries were removed on the way out.
     Exit code 128 + the signal's number, as a shell reports a process killed by it (143, 130)."""

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from recsys.contracts.errors import ArtifactError, WriteError
+from recsys.contracts.errors import ArtifactError, WriteError, raise_if_interrupted
 
 MANIFEST = "manifest.json"
 # what a failing write reports: the OS's error number, in Python's, Rust's (polars, safetensors) or C's words
@@ -92,6 +92,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             yield tmp_path
             with open(tmp_path, "rb+") as handle:
                 os.fsync(handle.fileno())
+            raise_if_interrupted()
             os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -109,6 +110,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def install_dir(src: str | Path, path: str | Path) -> None:
     """Move the complete folder `src` (same file system) to `path`, replacing any folder there by renames."""
     src, path = Path(src), Path(path)
+    raise_if_interrupted()
     if path.exists():
         # killed between the two renames, the old folder waits under this name: `sweep_leftovers` puts it back
         old = path.with_name(f"{_owned(f'.{path.name}.old-')}swap.tmp")

@@ -358,3 +358,30 @@ def test_sigterm_during_export_leaves_nothing_beside_it(tmp_path, trained_model)
     got, stderr = job.finish()
     assert got == 143 and "Traceback" not in stderr, stderr[-2000:]
     assert listing(tmp_path) == [], "no export, no staging folder"
+
+
+def test_a_swallowed_stop_signal_still_keeps_every_destination_as_it_was(tmp_path):
+    """Python prints a signal handler's exception as "ignored" when the signal lands in a weakref callback
+    (seen: an import's module-lock callback during retrain), and the job runs on; the signal is remembered
+    and the next rename into a destination raises it instead."""
+    from recsys.contracts.errors import Interrupted, clear_signals, note_signal
+    from recsys.contracts.files import atomic_dir, atomic_path
+
+    target, folder = tmp_path / "out.txt", tmp_path / "model"
+    target.write_text("old")
+    folder.mkdir()
+    (folder / "f").write_text("old")
+    note_signal(signal.SIGTERM)
+    try:
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"), atomic_path(target) as tmp:
+            tmp.write_text("new")
+        with pytest.raises(Interrupted) as stopped, atomic_dir(folder) as tmp:
+            (tmp / "f").write_text("new")
+        assert stopped.value.exit_code == 143
+    finally:
+        clear_signals()
+    assert target.read_text() == "old" and (folder / "f").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"], "no temporary entries left"
+    with atomic_path(target) as tmp:  # cleared: writes go through again
+        tmp.write_text("new")
+    assert target.read_text() == "new"
