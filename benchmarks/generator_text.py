@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.contracts import schema as S  # noqa: E402
 from recsys.contracts.config import ModelConfig  # noqa: E402
-from recsys.encoder import resolve_encoder  # noqa: E402
+from recsys.encoder import resolve_encoder, text_vectors  # noqa: E402
 from recsys.generate import MODES, generate_shop  # noqa: E402
-from recsys.sequential import text_vectors  # noqa: E402
 from serving.text import item_texts  # noqa: E402
 
 LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0)

@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.movielens import fetch_ml100k
     from recsys.contracts.config import ModelConfig
-    from recsys.encoder import resolve_encoder
+    from recsys.encoder import resolve_encoder, text_vectors
     from recsys.evaluate import paired_difference
     from recsys.loo import cold_test_users, evaluate_scorer, leave_one_out, with_cold_items
     from recsys.movielens import load_movielens
     from recsys.peers import popularity_scorer, tune_bpr, tune_ease
-    from recsys.sequential import SequenceConfig, fit_sequence_model, item_texts, scorer, text_vectors
+    from recsys.sequential import SequenceConfig, fit_sequence_model, item_texts, scorer
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -87,3 +87,24 @@ def encoder_from_config(config_file: Path):
     cfg = AutoConfig.from_pretrained(str(config_file.parent))
     cfg._attn_implementation = "eager"
     return AutoModel.from_config(cfg, attn_implementation="eager")
+
+
+def text_vectors(texts: list[str], encoder_folder: Path, *, batch_size: int = 64, max_length: int = 64):
+    """(len(texts), H) torch tensor: L2-normalised mean-pooled states of the frozen pretrained encoder in
+    `encoder_folder`; empty text → 0. Tokenized as serving tokenizes (`serving.text.ItemTokenizer`, batches
+    of similar length). The sequence model's item text and the generator's language mode both read it."""
+    import torch
+
+    from recsys.model import mean_pool
+    from serving.text import ItemTokenizer
+
+    tokenizer = ItemTokenizer(encoder_folder / "tokenizer.json", max_length)
+    encoder = load_encoder(encoder_folder).eval()
+    out = torch.zeros(len(texts), encoder.config.hidden_size)
+    with torch.no_grad():
+        for batch in tokenizer.batches(tokenizer.encode(texts), batch_size):
+            mask = torch.from_numpy(batch.attention_mask)
+            hidden = encoder(input_ids=torch.from_numpy(batch.input_ids), attention_mask=mask).last_hidden_state
+            out[torch.from_numpy(batch.order)] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
+    out[[i for i, t in enumerate(texts) if not t]] = 0.0
+    return out

@@ -284,8 +284,7 @@ MODES = ("behaviour", "language")
 def _phrase_vectors(phrases: list[str]) -> np.ndarray:
     """(len(phrases), H) the frozen pretrained encoder's L2-normalised mean-pooled vector of each phrase."""
     from recsys.contracts.config import ModelConfig
-    from recsys.encoder import resolve_encoder
-    from recsys.sequential import text_vectors
+    from recsys.encoder import resolve_encoder, text_vectors
 
     return text_vectors(phrases, resolve_encoder(ModelConfig())).numpy().astype(np.float64)
 

@@ -2,7 +2,7 @@
 
 Early stopping on validation NDCG@10, measured every epoch over every user with a full ranking (the same
 evaluation as the test, recsys/loo.py); the best epoch's weights are kept. Item text enters as frozen
-vectors of the pretrained encoder (`text_vectors`), so the encoder runs once per item, not per step.
+vectors of the pretrained encoder (`recsys.encoder.text_vectors`), so the encoder runs once per item, not per step.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -18,8 +17,7 @@ import torch
 
 from recsys.contracts import schema as S
 from recsys.loo import EarlyStopping, LeaveOneOut, evaluate_scorer
-from recsys.model import SequenceRecommender, mean_pool
-from serving.text import ItemTokenizer
+from recsys.model import SequenceRecommender
 from serving.text import item_texts as serving_item_texts
 
 
@@ -65,24 +63,6 @@ def item_texts(items: pl.DataFrame, split: LeaveOneOut) -> list[str]:
     """The product's text of each item index of the split (`serving.text.item_texts`); index 0: empty."""
     ordered = pl.DataFrame({S.ITEM_ID: split.item_ids[1:]}).join(items, on=S.ITEM_ID, how="left", maintain_order="left")
     return ["", *serving_item_texts(ordered)]
-
-
-@torch.no_grad()
-def text_vectors(texts: list[str], encoder_folder: Path, *, batch_size: int = 64, max_length: int = 64) -> torch.Tensor:
-    """(len(texts), H) L2-normalised mean-pooled states of the frozen pretrained encoder; empty text → 0.
-
-    Tokenized as serving tokenizes (`serving.text.ItemTokenizer`, batches of similar length)."""
-    from recsys.encoder import load_encoder
-
-    tokenizer = ItemTokenizer(encoder_folder / "tokenizer.json", max_length)
-    encoder = load_encoder(encoder_folder).eval()
-    out = torch.zeros(len(texts), encoder.config.hidden_size)
-    for batch in tokenizer.batches(tokenizer.encode(texts), batch_size):
-        mask = torch.from_numpy(batch.attention_mask)
-        hidden = encoder(input_ids=torch.from_numpy(batch.input_ids), attention_mask=mask).last_hidden_state
-        out[torch.from_numpy(batch.order)] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
-    out[[i for i, t in enumerate(texts) if not t]] = 0.0
-    return out
 
 
 def _training_pairs(split: LeaveOneOut, length: int) -> tuple[torch.Tensor, torch.Tensor]:

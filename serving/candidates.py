@@ -136,26 +136,34 @@ def user_vectors(model, snapshot: Snapshot, user_index: np.ndarray, history_leng
 
 
 def _text_top_k(
-    users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, seen_cols: np.ndarray, k: int
+    users: np.ndarray, snapshot: Snapshot, seen_rows: np.ndarray, seen_cols: np.ndarray, k: int, among: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(items (B, k), similarities (B, k)): each user's k nearest available, unseen items, best first
-    (equal similarities: lower item index first); -inf where a user has fewer than k such items.
+    (equal similarities: lower item index first, or earlier in `among`); -inf where a user has fewer than
+    k such items. `among`: item indices to choose from (the fresh source's arrivals), else every item.
 
     Exact: a matrix product of ROW_BLOCK users against every item vector, into one buffer reused for
     every block, then argpartition over TOPK_ROWS rows at a time. Measured on 2 cores: a fresh
     (1024, 50k) product and its (1024, 50k) int64 argpartition cost as much again in page faults as
     in arithmetic, and splitting rows across threads made that worse, not better.
     """
-    rows, n = len(users), len(snapshot.item_vectors)
+    vectors, available = snapshot.item_vectors, snapshot.available
+    if among is not None:  # the same search over a subset: seen items mapped to their column in it
+        position = np.full(len(vectors), -1, dtype=np.int64)
+        position[among] = np.arange(len(among))
+        inside = position[seen_cols] >= 0
+        seen_rows, seen_cols = seen_rows[inside], position[seen_cols[inside]]
+        vectors, available = vectors[among], available[among]
+    rows, n = len(users), len(vectors)
     k = min(k, n)
-    unavailable = np.flatnonzero(~snapshot.available)
+    unavailable = np.flatnonzero(~available)
     sims = np.empty((min(rows, ROW_BLOCK), n), dtype=np.float32)
     top = np.empty((rows, k), dtype=np.int64)
     similarity = np.empty((rows, k), dtype=np.float32)
     for start in range(0, rows, ROW_BLOCK):
         stop = min(start + ROW_BLOCK, rows)
         block = sims[: stop - start]
-        np.matmul(users[start:stop], snapshot.item_vectors.T, out=block)
+        np.matmul(users[start:stop], vectors.T, out=block)
         if len(unavailable):
             block[:, unavailable] = -np.inf
         lo, hi = np.searchsorted(seen_rows, [start, stop])
@@ -166,7 +174,8 @@ def _text_top_k(
             top[start + first : start + first + len(part)] = columns
             similarity[start + first : start + first + len(part)] = np.take_along_axis(part, columns, 1)
     order = np.lexsort((top, -similarity), axis=1)
-    return np.take_along_axis(top, order, 1), np.take_along_axis(similarity, order, 1)
+    top = np.take_along_axis(top, order, 1)
+    return (top if among is None else among[top]), np.take_along_axis(similarity, order, 1)
 
 
 def _merge_sources(sources: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], n_items: int) -> pl.DataFrame:
@@ -281,34 +290,19 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         return ok
 
     sources = []  # (column, rows, item indices, values): each source lists a (row, item) pair at most once
-    # 1. the text model's nearest items to the user's interest
-    k = min(config.text, n_items)
-    if k > 0:
-        if snapshot.index is not None:
+    # 1. the text model's nearest items to the user's interest; 2. the last days' arrivals nearest to it:
+    # items no behaviour has surfaced yet, found by what their text says (not by date alone, source 5)
+    for column, wanted, among in (("cand_text_rank", config.text, None), ("cand_fresh_rank", config.fresh, snapshot.fresh)):
+        k = min(wanted, n_items if among is None else len(among))
+        if k <= 0:
+            continue
+        if among is None and snapshot.index is not None:
             top, top_sims = snapshot.index.search(users, k, snapshot.available, seen_rows, seen_cols)
         else:
-            top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k)
+            top, top_sims = _text_top_k(users, snapshot, seen_rows, seen_cols, k, among=among)
         keep = np.isfinite(top_sims.ravel())
         rows = np.repeat(np.arange(len(user_index)), k)
-        sources.append(("cand_text_rank", rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))
-    # 2. the last days' arrivals nearest to the user's interest: items no behaviour has surfaced yet, found
-    # by what their text says (not the newest by date alone, source 5)
-    k = min(config.fresh, len(snapshot.fresh))
-    if k > 0:
-        sims = users @ snapshot.item_vectors[snapshot.fresh].T  # (B, F)
-        sims[:, ~snapshot.available[snapshot.fresh]] = -np.inf
-        position = np.full(n_items, -1, dtype=np.int64)
-        position[snapshot.fresh] = np.arange(len(snapshot.fresh))
-        seen_fresh = position[seen_cols] >= 0  # sparse, as in _text_top_k: no dense (B, F) mask
-        sims[seen_rows[seen_fresh], position[seen_cols[seen_fresh]]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.broadcast_to(np.arange(k), sims.shape)
-        top_sims = np.take_along_axis(sims, top, 1)
-        order = np.lexsort((top, -top_sims), axis=1)
-        top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
-        keep = np.isfinite(top_sims.ravel())
-        rows = np.repeat(np.arange(len(user_index)), k)
-        ranks = np.tile(np.arange(1, k + 1), len(user_index))
-        sources.append(("cand_fresh_rank", rows[keep], snapshot.fresh[top.ravel()[keep]], ranks[keep]))
+        sources.append((column, rows[keep], top.ravel()[keep], np.tile(np.arange(1, k + 1), len(user_index))[keep]))
     # 3. co-visitation with the user's recent clicks
     if config.covisit > 0 and snapshot.covisit.height:
         recent = pl.DataFrame({"row": np.repeat(np.arange(len(user_index)), history.shape[1]), "item_index": history.ravel()}).filter(

@@ -9,9 +9,8 @@ import polars as pl
 import pytest
 
 from recsys.contracts.config import ModelConfig
-from recsys.encoder import resolve_encoder
+from recsys.encoder import resolve_encoder, text_vectors
 from recsys.generate import generate_shop
-from recsys.sequential import text_vectors
 from serving.text import item_texts
 
 pytestmark = pytest.mark.slow
