@@ -306,6 +306,8 @@ def _train_text_model(
             f"epoch {epoch + 1} ({history_log['phase'][-1]}): loss {history_log['train_loss'][-1]:.4f}, valid click AUC {valid['click_auc']:.4f}, purchase AUC {valid['purchase_auc']:.4f}"
         )
         score = validation_score(valid)
+        if fine_tune and config.train.keep == "best-fine-tuned" and epoch == head_epochs:
+            best = {"epoch": 0, "score": -math.inf, "state": None}  # only fine-tuned epochs compete from here
         if score > best["score"] or best["state"] is None:  # NaN (one class in validation): the last epoch
             best = {"epoch": epoch + 1, "score": score, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     if best["state"] is not None and best["epoch"] != total_epochs:

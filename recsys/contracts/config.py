@@ -50,6 +50,7 @@ class TrainConfig:
     temperature: float = 0.07
     task_weighting: str = "fixed"  # "fixed" (weights of [[tasks]]) or "uncertainty" (learned, Kendall et al.)
     mlm_epochs: int = 0  # domain-adaptive masked-language-model pretraining on the catalog text first
+    keep: str = "best"  # epoch kept: "best" by validation over all epochs, or "best-fine-tuned" (over the fine-tuning ones)
     threads: int = 0  # torch threads; 0 = all cores
 
 
@@ -65,6 +66,7 @@ class RankerConfig:
 
 
 RETRIEVALS = ("auto", "exact", "ann")
+KEEP_RULES = ("best", "best-fine-tuned")
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def _check(cfg: Config) -> None:
+    if cfg.train.keep not in KEEP_RULES:
+        raise ConfigError(f"train.keep: expected one of {', '.join(map(repr, KEEP_RULES))}, found {cfg.train.keep!r}")
     if cfg.train.task_weighting not in ("fixed", "uncertainty"):
         raise ConfigError(f"train.task_weighting: expected 'fixed' or 'uncertainty', found {cfg.train.task_weighting!r}")
     for name, value in (

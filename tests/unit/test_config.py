@@ -42,3 +42,9 @@ def test_rolling_cutoffs_tile_the_ranker_window():
         config_from_dict({"windows": {"ranker_days": 3.0, "label_days": 4.0}})
     with pytest.raises(ConfigError, match="ranker_cutoffs at least 1"):
         config_from_dict({"windows": {"ranker_cutoffs": 0}})
+
+
+def test_keep_rule_is_checked():
+    assert config_from_dict({"train": {"keep": "best-fine-tuned"}}).train.keep == "best-fine-tuned"
+    with pytest.raises(ConfigError, match="train.keep: expected one of 'best', 'best-fine-tuned', found 'last'"):
+        config_from_dict({"train": {"keep": "last"}})

@@ -72,6 +72,30 @@ def test_model_dir_round_trip(trained_model, tiny_config):
     assert window["first_event"] < window["text_model_until"] < window["ranker_until"]
 
 
+def test_keep_best_fine_tuned_keeps_a_fine_tuned_epoch(tiny_shop, tiny_config, tiny_encoder):
+    """train.keep = "best-fine-tuned": the kept epoch is the best of the fine-tuning epochs, whatever the
+    head epochs scored, and the encoder's weights are then not the pretrained ones."""
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    config = tiny_config.replace(train={"head_epochs": 2, "epochs": 2, "keep": "best-fine-tuned"})
+    model, _, history = train_text_model(events, catalog, config, encoder_folder=tiny_encoder)
+    curves = history["curves"]
+    assert curves["phase"] == ["heads", "heads", "fine-tune", "fine-tune"]
+    scores = [
+        validation_score({"click_auc": c, "purchase_auc": b}) for c, b in zip(curves["valid_click_auc"], curves["valid_purchase_auc"])
+    ]
+    assert curves["best_epoch"] == 3 + int(np.argmax(scores[2:]))
+    pretrained = load_text_model_encoder_weights(tiny_encoder)
+    moved = [name for name, w in model.items.encoder.state_dict().items() if name in pretrained and not torch.equal(w, pretrained[name])]
+    assert moved
+
+
+def load_text_model_encoder_weights(folder) -> dict:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder).state_dict()
+
+
 def test_encoder_schedule_starts_with_fine_tuning_and_reaches_the_configured_rate():
     heads = linear_schedule(0, 100, 0.06)
     encoder = linear_schedule(80, 100, 0.1)
