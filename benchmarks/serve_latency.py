@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="recsys serve --threads")
+    parser.add_argument("--no-explain", action="store_true", help="the load levels only, without the explanation runs")
     args = parser.parse_args()
 
     from recsys.generate import generate_shop
@@ -154,6 +155,9 @@ def main() -> None:
             level["mean_batch"] = round((after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1), 2)
             results["levels"].append(level)
             print(json.dumps(level), flush=True)
+        if args.no_explain:
+            print(json.dumps(results), flush=True)
+            return
         # explanations, side by side at concurrency 1
         plain = asyncio.run(load(url, bodies(min(args.requests, 300)), 1, args.seconds))
         explained = asyncio.run(load(url, bodies(min(args.requests, 300), explain=True), 1, args.seconds))
