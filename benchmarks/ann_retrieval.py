@@ -60,7 +60,7 @@ def main() -> None:
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         snapshot = type(rec.snapshot)(**{**rec.snapshot.__dict__, "item_vectors": vectors, "available": np.ones(n, bool), "index": None})
         tic = time.perf_counter()
-        truth, _ = _text_top_k(users, snapshot, none, none, 100)
+        truth, _ = _text_top_k(users, np.ascontiguousarray(vectors.T), snapshot.available, none, none, 100)
         exact_s = time.perf_counter() - tic
         row = {"exact_s": round(exact_s, 3), "exact_users_per_s": round(len(users) / exact_s, 1), "ann": {}}
         tic = time.perf_counter()

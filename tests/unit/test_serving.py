@@ -102,44 +102,65 @@ def test_scoring_refuses_a_modified_export(exported_model, tiny_shop, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_text_retrieval_is_exact_top_k_by_blocks(monkeypatch):
+@pytest.mark.parametrize("n_items", [60, 5_000])  # 5,000 items: the sampled threshold of _top_k_rows
+def test_text_retrieval_is_exact_top_k_by_blocks(monkeypatch, n_items):
     """Blocked retrieval equals a brute-force sort: unavailable and seen items never come back, equal
-    similarities are ordered by item index, a user with fewer than k eligible items gets -inf slots."""
-    from types import SimpleNamespace
-
+    similarities are ordered by item index (at the k-th value too), a user with fewer than k eligible
+    items gets -inf slots; the same search over a subset (`among`) equals the full one restricted to it."""
     import serving.candidates as C
 
     monkeypatch.setattr(C, "ROW_BLOCK", 8)
     monkeypatch.setattr(C, "TOPK_ROWS", 3)
     rng = np.random.default_rng(0)
-    items = np.round(rng.standard_normal((60, 4)), 1).astype(np.float32)  # coarse values: many ties
+    n, k = n_items, 10
+    items = np.round(rng.standard_normal((n, 4)), 1).astype(np.float32)  # coarse values: many ties
     users = np.round(rng.standard_normal((21, 4)), 1).astype(np.float32)
-    available = rng.random(60) > 0.1
+    available = rng.random(n) > 0.1
     seen_rows = np.sort(rng.integers(0, 21, 50))
-    seen_cols = rng.integers(0, 60, 50)
+    seen_cols = rng.integers(0, n, 50)
     keep = np.flatnonzero(available)[:3]  # user 19 may still see 3 items, user 20 none
-    seen_rows = np.concatenate([seen_rows, np.full(57, 19), np.full(60, 20)])
-    seen_cols = np.concatenate([seen_cols, np.setdiff1d(np.arange(60), keep), np.arange(60)])
+    seen_rows = np.concatenate([seen_rows, np.full(n - 3, 19), np.full(n, 20)])
+    seen_cols = np.concatenate([seen_cols, np.setdiff1d(np.arange(n), keep), np.arange(n)])
     order = np.lexsort((seen_cols, seen_rows))
     seen_rows, seen_cols = seen_rows[order], seen_cols[order]
-    snapshot = SimpleNamespace(item_vectors=items, available=available)
-    top, sims = C._text_top_k(users, snapshot, seen_rows, seen_cols, 10)
     full = users @ items.T
     full[:, ~available] = -np.inf
     full[seen_rows, seen_cols] = -np.inf
+    among = rng.permutation(n)[: n // 3]
+
+    def brute(scores: np.ndarray, u: int, ids: np.ndarray) -> np.ndarray:
+        want = ids[np.lexsort((np.arange(len(ids)), -scores[u, ids]))[:k]]
+        return want[np.isfinite(scores[u, want])]
+
+    columns = np.ascontiguousarray(items.T)
+    top, sims = C._text_top_k(users, columns, available, seen_rows, seen_cols, k)
+    sub_top, sub_sims = C._text_top_k(
+        users, np.ascontiguousarray(items[among].T), available[among], seen_rows, seen_cols, k, among=among
+    )
     for u in range(len(users)):
-        finite = np.isfinite(sims[u])
-        want = np.lexsort((np.arange(60), -full[u]))[:10]
-        want = want[np.isfinite(full[u, want])]
-        np.testing.assert_allclose(sims[u, finite], full[u, want], rtol=1e-6)
-        # the same items, except that which of several items tied at the 10th value is a free choice
-        boundary = full[u, want[-1]] if len(want) == 10 else -np.inf
-        strict = [i for i in want if full[u, i] > boundary]
-        assert set(strict) <= set(top[u, finite]) and len(top[u, finite]) == len(want)
-        assert all(available[i] for i in top[u, finite])
-        got = top[u, finite]
-        assert all((full[u, a], -a) > (full[u, b], -b) for a, b in zip(got, got[1:]))  # best first, ties by index
+        for got, got_sims, ids in ((top, sims, np.arange(n)), (sub_top, sub_sims, among)):
+            want = brute(full, u, ids)
+            finite = np.isfinite(got_sims[u])
+            np.testing.assert_array_equal(got[u, finite], want)  # the same items in the same order, ties included
+            np.testing.assert_allclose(got_sims[u, finite], full[u, want], rtol=1e-6)
+            assert finite.sum() == min(k, np.isfinite(full[u, ids]).sum())
     assert np.isfinite(sims[19]).sum() == 3 and not np.isfinite(sims[20]).any()
+
+
+def test_top_k_rows_falls_back_where_the_sampled_threshold_is_too_high():
+    """A row whose only large values are the sample's own points: the sampled threshold lets ~2 of them
+    pass, fewer than k, and the exact k-th value takes over; the other row takes the sampled path."""
+    from serving.candidates import _top_k_rows
+
+    n, k = 4_000, 20
+    stride = n // (8 * k)  # as _top_k_rows samples
+    part = np.zeros((2, n), np.float32)
+    part[0, ::stride] = np.arange(1, len(range(0, n, stride)) + 1)
+    part[1] = np.arange(n)
+    columns, values = _top_k_rows(part, k)
+    np.testing.assert_array_equal(columns[0], np.arange(0, n, stride)[::-1][:k])
+    np.testing.assert_array_equal(columns[1], np.arange(n - 1, n - 1 - k, -1))
+    np.testing.assert_array_equal(values, np.take_along_axis(part, columns, 1))
 
 
 def test_io_binding_runs_give_the_same_outputs(exported_model):
