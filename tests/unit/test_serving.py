@@ -134,9 +134,7 @@ def test_text_retrieval_is_exact_top_k_by_blocks(monkeypatch, n_items):
 
     columns = np.ascontiguousarray(items.T)
     top, sims = C._text_top_k(users, columns, available, seen_rows, seen_cols, k)
-    sub_top, sub_sims = C._text_top_k(
-        users, np.ascontiguousarray(items[among].T), available[among], seen_rows, seen_cols, k, among=among
-    )
+    sub_top, sub_sims = C._text_top_k(users, np.ascontiguousarray(items[among].T), available[among], seen_rows, seen_cols, k, among=among)
     for u in range(len(users)):
         for got, got_sims, ids in ((top, sims, np.arange(n)), (sub_top, sub_sims, among)):
             want = brute(full, u, ids)
