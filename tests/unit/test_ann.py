@@ -84,3 +84,22 @@ def test_score_with_approximate_retrieval(exported_model, tiny_shop, tmp_path):
     assert overlap >= 0.9, overlap
     events = pl.read_parquet(tiny_shop / "events").filter(pl.col(S.EVENT).is_in([S.CLICK, S.PURCHASE]))
     assert ann.join(events.select(S.USER_ID, S.ITEM_ID).unique(), on=[S.USER_ID, S.ITEM_ID], how="inner").height == 0
+
+
+def test_a_direction_every_item_shares_does_not_blind_the_index():
+    """The product's item vectors share a large common direction that its user vectors point against
+    (best items at negative cosine); u·(v + t) = u·v + u·t ranks every user's items as u·v does, so an
+    index must find the same items after a shift of the whole catalog (centring makes it exact)."""
+    from serving.ann import AnnIndex
+
+    vectors = clustered(20_000, 32, 200, seed=0)
+    users = clustered(300, 32, 200, seed=1)
+    shift = 3.0 * clustered(1, 32, 1, seed=4)[0]
+    everyone, none = np.ones(len(vectors), bool), np.zeros(0, np.int64)
+    truth, _ = exact(users, vectors, 100, everyone, none, none)
+    plain, _ = AnnIndex.build(vectors, nprobe=32).search(users, 100, everyone, none, none)
+    shifted, sims = AnnIndex.build(vectors + shift, nprobe=32).search(users, 100, everyone, none, none)
+    for found in (plain, shifted):
+        assert np.mean([len(set(a) & set(b)) / 100 for a, b in zip(found, truth)]) >= 0.95
+    assert np.mean([len(set(a) & set(b)) / 100 for a, b in zip(plain, shifted)]) >= 0.99
+    np.testing.assert_allclose(sims, np.take_along_axis(users @ (vectors + shift).T, shifted, 1), rtol=1e-4, atol=1e-4)
