@@ -26,15 +26,20 @@ import math
 import numpy as np
 
 TRAIN_SAMPLE = 64  # training points per list, the most k-means needs to place the centroids
+MAX_DRIFT = 0.2  # rebuild once this share of the built catalog has been added or removed since
 
 
 class AnnIndex:
-    """An IVF-Flat index over the catalog's item vectors (row i = item index i), centred and lifted one
-    dimension so that L2 nearest = inner-product best (module docstring)."""
+    """An IVF-Flat index over the catalog's item vectors, centred and lifted one dimension so that L2
+    nearest = inner-product best (module docstring). faiss ids are slots; `item_of_slot` maps them to
+    the catalog's item indices (-1: a removed slot), so that an update can keep every unchanged item's
+    entry while the catalog's order changes around it (`updated`)."""
 
-    def __init__(self, index, n_items: int, nprobe: int, mean: np.ndarray, radius_sq: float):
-        self.index, self.n_items, self.nprobe = index, n_items, nprobe
+    def __init__(self, index, item_of_slot: np.ndarray, nprobe: int, mean: np.ndarray, radius_sq: float, built: int, drift: int = 0):
+        self.index, self.item_of_slot, self.nprobe = index, item_of_slot, nprobe
         self.mean, self.radius_sq = mean, radius_sq
+        self.built, self.drift = built, drift  # items at the last build; items added or removed since
+        self.n_items = int(item_of_slot.max(initial=-1)) + 1
 
     def __getstate__(self) -> dict:  # faiss objects do not pickle; their bytes do (Ray's object store)
         import faiss
@@ -46,6 +51,17 @@ class AnnIndex:
 
         self.__dict__.update({**state, "index": faiss.deserialize_index(state["index"])})
 
+    def _lift(self, vectors: np.ndarray) -> np.ndarray | None:
+        """[v − m, √(R² − ‖v − m‖²)] per row; None where a vector lies outside the radius R."""
+        dim = len(self.mean)
+        lifted = np.empty((len(vectors), dim + 1), np.float32)
+        np.subtract(vectors, self.mean, out=lifted[:, :dim])
+        norms = np.einsum("ij,ij->i", lifted[:, :dim], lifted[:, :dim])
+        if norms.max(initial=0.0) > self.radius_sq:
+            return None
+        lifted[:, dim] = np.sqrt(np.maximum(self.radius_sq - norms, 0.0))
+        return lifted
+
     @classmethod
     def build(cls, vectors: np.ndarray, *, nlist: int | None = None, nprobe: int = 32, seed: int = 0, threads: int = 0) -> AnnIndex:
         """`nlist` defaults to ~4·√N lists (the usual rule), at least 1; centroids from a sample."""
@@ -56,18 +72,49 @@ class AnnIndex:
         vectors = np.asarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-        lifted = np.empty((n, dim + 1), np.float32)
-        np.subtract(vectors, mean, out=lifted[:, :dim])
-        norms = np.einsum("ij,ij->i", lifted[:, :dim], lifted[:, :dim])
-        radius_sq = float(norms.max(initial=0.0))  # R²
-        lifted[:, dim] = np.sqrt(np.maximum(radius_sq - norms, 0.0))
+        centred = vectors - mean
+        radius_sq = float(np.einsum("ij,ij->i", centred, centred).max(initial=0.0))  # R²
+        del centred
         nlist = max(1, min(nlist or int(4 * math.sqrt(n)), n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, nlist, faiss.METRIC_L2)
+        ann = cls(index, np.arange(n, dtype=np.int64), min(nprobe, nlist), mean, radius_sq, built=n)
+        lifted = ann._lift(vectors)
         rng = np.random.default_rng(seed)
         index.cp.seed = seed
         index.train(lifted[np.sort(rng.choice(n, min(n, nlist * TRAIN_SAMPLE), replace=False))])
-        index.add(lifted)
-        return cls(index, n, min(nprobe, nlist), mean, radius_sq)
+        index.add_with_ids(lifted, np.arange(n, dtype=np.int64))
+        return ann
+
+    def updated(self, vectors: np.ndarray, slot_of_item: np.ndarray) -> AnnIndex | None:
+        """This index for a new catalog (`vectors`, row i = item index i), where `slot_of_item[i]` is the
+        slot that already holds item i's unchanged vector, or -1 for a new or changed item. Slots no item
+        keeps are removed, the rest added into the lists the centroids choose, under the same centre
+        and radius (any centre keeps the rankings exact). None where a rebuild is due: a new vector
+        outside the radius, or more than MAX_DRIFT of the built catalog changed since the build. The
+        index is modified in place; the returned object shares it."""
+        import faiss
+
+        slot_of_item = np.asarray(slot_of_item, dtype=np.int64)
+        kept = slot_of_item >= 0
+        gone = np.setdiff1d(np.flatnonzero(self.item_of_slot >= 0), slot_of_item[kept])
+        fresh = np.flatnonzero(~kept)
+        drift = self.drift + len(gone) + len(fresh)
+        if drift > MAX_DRIFT * self.built:
+            return None
+        lifted = self._lift(np.asarray(vectors, dtype=np.float32)[fresh])
+        if lifted is None:
+            return None
+        if len(gone):
+            self.index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
+        free = np.flatnonzero(self.item_of_slot < 0)  # reuse removed slots first
+        free = np.concatenate([np.setdiff1d(free, slot_of_item[kept]), gone])
+        slots = np.concatenate([free, len(self.item_of_slot) + np.arange(max(0, len(fresh) - len(free)))])[: len(fresh)]
+        item_of_slot = np.full(max(len(self.item_of_slot), int(slots.max(initial=-1)) + 1), -1, np.int64)
+        item_of_slot[slot_of_item[kept]] = np.flatnonzero(kept)
+        item_of_slot[slots] = fresh
+        if len(fresh):
+            self.index.add_with_ids(lifted, slots.astype(np.int64))
+        return AnnIndex(self.index, item_of_slot, self.nprobe, self.mean, self.radius_sq, self.built, drift)
 
     def search(
         self, users: np.ndarray, k: int, available: np.ndarray, seen_rows: np.ndarray, seen_cols: np.ndarray
@@ -79,39 +126,31 @@ class AnnIndex:
         users = np.asarray(users, dtype=np.float32)
         queries = np.zeros((len(users), users.shape[1] + 1), np.float32)
         queries[:, :-1] = users
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        n_items = len(available)
+        k = min(k, n_items)
+        wanted = min(n_items, k + most_per_row(seen_rows, len(users)))
+        slot_alive = self.item_of_slot >= 0
+        slot_alive[slot_alive] = available[self.item_of_slot[slot_alive]]
+        if not slot_alive.all():
+            bitmap = np.packbits(slot_alive.astype(np.uint8), bitorder="little")  # alive until the search returns
+            params.sel = faiss.IDSelectorBitmap(len(slot_alive), faiss.swig_ptr(bitmap))
+        distances, slots = self.index.search(queries, wanted, params=params)
+        items = np.where(slots >= 0, self.item_of_slot[np.maximum(slots, 0)], -1)
         # ‖q − x̃‖² = ‖u‖² + R² − 2·u·(v − m), so u·v = (‖u‖² + R² − d) / 2 + u·m
         offset = 0.5 * (np.einsum("ij,ij->i", users, users) + self.radius_sq) + users @ self.mean
-        return search_index(
-            self.index,
-            faiss.SearchParametersIVF(nprobe=self.nprobe),
-            self.n_items,
-            queries,
-            k,
-            available,
-            seen_rows,
-            seen_cols,
-            similarity=lambda distances: offset[:, None] - 0.5 * distances,
-        )
+        return best_unseen(items, offset[:, None] - 0.5 * distances, k, n_items, seen_rows, seen_cols)
 
 
-def search_index(
-    index, params, n_items: int, queries, k: int, available, seen_rows, seen_cols, similarity=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """A faiss search with the candidate contract: items that do not exist at the cutoff excluded by an
-    ID selector, each row's seen items by asking for that many more and dropping them; best first by
-    `similarity(faiss' distances)` (the distances themselves where None), ties by item index, -inf
-    (item 0) where fewer than k were found."""
-    import faiss
+def most_per_row(seen_rows: np.ndarray, rows: int) -> int:
+    """The most seen items of any row: how many more neighbours than k a row must ask for."""
+    return int(np.bincount(seen_rows, minlength=rows).max(initial=0)) if len(seen_rows) else 0
 
-    rows = len(queries)
-    k = min(k, n_items)
-    seen_per_row = np.bincount(seen_rows, minlength=rows) if len(seen_rows) else np.zeros(rows, np.int64)
-    wanted = min(n_items, k + int(seen_per_row.max(initial=0)))
-    if not available.all():
-        bitmap = np.packbits(available.astype(np.uint8), bitorder="little")  # alive until the search returns
-        params.sel = faiss.IDSelectorBitmap(n_items, faiss.swig_ptr(bitmap))
-    distances, items = index.search(np.ascontiguousarray(queries, dtype=np.float32), wanted, params=params)
-    sims = distances if similarity is None else similarity(distances)
+
+def best_unseen(items: np.ndarray, sims: np.ndarray, k: int, n_items: int, seen_rows, seen_cols) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate contract over a search's answers (item -1: none found): each row's seen items
+    dropped, best first, ties by item index, -inf (item 0) where fewer than k are left."""
+    rows = len(items)
     if len(seen_rows):  # drop each row's seen items
         keys = np.unique(seen_rows.astype(np.int64) * n_items + seen_cols)
         probe = np.arange(rows)[:, None] * n_items + np.where(items >= 0, items, 0)

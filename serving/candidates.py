@@ -71,7 +71,7 @@ def uses_ann(config: CandidateConfig, n_items: int) -> bool:
     return config.retrieval == "ann" or (config.retrieval == "auto" and n_items >= config.ann_min_items)
 
 
-def with_item_vectors(snapshot: Snapshot, item_vectors: np.ndarray, config: CandidateConfig) -> Snapshot:
+def with_item_vectors(snapshot: Snapshot, item_vectors: np.ndarray, config: CandidateConfig, index: AnnIndex | None = None) -> Snapshot:
     """The snapshot with its catalog's vectors, and the approximate index over them when the config asks
     for one (built here, in seconds: docs/ARCHITECTURE.md, "Retrieval"). faiss' exact flat index was
     tried for the exact case: 2.5x faster on the search alone at 1,024 users × 50k items, but excluding
@@ -82,9 +82,14 @@ def with_item_vectors(snapshot: Snapshot, item_vectors: np.ndarray, config: Cand
     a (D, N) C-contiguous matrix 2.4x faster than by the transposed view of the (N, D) one (1.6 ms
     instead of 3.8 for 4 users × 50k items on 2 cores; 15% faster for a 256-user block), which is most
     of an online request's retrieval. The copy doubles the vectors' memory, so it is made only where
-    the exact product runs (not beside an approximate index), and for the fresh arrivals (≤ FRESH_MAX)."""
+    the exact product runs (not beside an approximate index), and for the fresh arrivals (≤ FRESH_MAX).
+    `index`: an approximate index over these vectors already at hand (the cache's), used where the config
+    asks for one."""
     vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-    index = AnnIndex.build(vectors, nprobe=config.ann_nprobe) if uses_ann(config, len(vectors)) else None
+    if not uses_ann(config, len(vectors)):
+        index = None
+    elif index is None:
+        index = AnnIndex.build(vectors, nprobe=config.ann_nprobe)
     return dataclasses.replace(
         snapshot,
         item_vectors=vectors,

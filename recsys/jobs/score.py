@@ -34,8 +34,8 @@ from recsys.jobs.paths import Output, check_paths
 from recsys.registry import resolve_export_dir
 from serving.ann import AnnIndex
 from serving.artifacts import open_export, read_export
-from serving.cache import CacheStats, ItemVectorCache, encoder_key
-from serving.candidates import Snapshot, with_item_vectors
+from serving.cache import AnnIndexCache, CacheStats, ItemVectorCache, encoder_key, item_keys
+from serving.candidates import Snapshot, uses_ann, with_item_vectors
 from serving.catalog import make_catalog
 from serving.onnx_model import OnnxInterestModel
 from serving.ranking import LambdaRanker
@@ -87,6 +87,7 @@ class Opened:
     report: LoadReport
     cache_stats: CacheStats | None
     timings: dict
+    index_stats: dict | None = None  # the approximate index from the cache: how it came (loaded, updated, built)
 
 
 def open_scoring(
@@ -149,10 +150,19 @@ def open_scoring(
         log(f"item vectors: {cache_stats.hits} from cache, {cache_stats.encoded} encoded, {cache_stats.dropped} stale dropped")
     else:
         vectors = model.encode_items(texts, progress=progress)
-    snapshot = with_item_vectors(snapshot, vectors, candidates)
+    index, index_how, index_stats = None, "built", None
+    if cache_dir is not None and uses_ann(candidates, len(vectors)):
+        index, index_stats = AnnIndexCache(cache_dir, cache.key).index(
+            vectors, item_keys(catalog.items[S.ITEM_ID].to_list(), texts), nprobe=candidates.ann_nprobe
+        )
+        for warning in index_stats["warnings"]:
+            log(warning)
+        index_how = f"{index_stats['how']} (+{index_stats['added']} / -{index_stats['removed']} items)"
+    snapshot = with_item_vectors(snapshot, vectors, candidates, index=index)
     if isinstance(snapshot.index, AnnIndex):
         log(
-            f"text retrieval: approximate (faiss IVF, {snapshot.index.index.nlist} lists, nprobe {snapshot.index.nprobe}) over {len(vectors)} items"
+            f"text retrieval: approximate (faiss IVF, {snapshot.index.index.nlist} lists, nprobe {snapshot.index.nprobe}) "
+            f"over {len(vectors)} items, index {index_how}"
         )
     model.close_item_encoder()  # the Transformer's weights and buffers are not needed to rank
     timings["encode_items_s"] = round(time.perf_counter() - tic, 3)
@@ -170,6 +180,7 @@ def open_scoring(
         report=report,
         cache_stats=cache_stats,
         timings=timings,
+        index_stats=None if index_stats is None else {k: v for k, v in index_stats.items() if k != "warnings"},
     )
     return opened, user_ids
 
@@ -326,6 +337,7 @@ def score(
                     "k": k,
                     "explain": explain,
                     "retrieval": "ann" if isinstance(snapshot.index, AnnIndex) else "exact",
+                    "ann_index": opened.index_stats,
                     "engine": "local"
                     if cluster is None
                     else {"name": "ray", **dataclasses.asdict(cluster.engine), "address": cluster.address},

@@ -76,6 +76,13 @@ def test_score_with_approximate_retrieval(exported_model, tiny_shop, tmp_path):
         manifest = score(exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out, k=10, device="cpu", retrieval=retrieval)
         assert manifest["retrieval"] == retrieval
         runs[retrieval] = pl.read_parquet(out)
+    # with a cache: the first run builds the index and keeps it, the next loads it and ranks the same
+    for how in ("built", "loaded"):
+        out = tmp_path / f"cached-{how}.parquet"
+        args = (exported_model, tiny_shop / "items.parquet", tiny_shop / "events", out)
+        manifest = score(*args, k=10, device="cpu", retrieval="ann", cache_dir=tmp_path / "cache")
+        assert manifest["ann_index"]["how"] == how
+        assert pl.read_parquet(out).equals(runs["ann"])
     ann, exact_run = runs["ann"], runs["exact"]
     assert ann.group_by(S.USER_ID).agg(pl.col(S.ITEM_ID).n_unique().alias("n"))["n"].min() == 10
     overlap = (
@@ -103,3 +110,60 @@ def test_a_direction_every_item_shares_does_not_blind_the_index():
         assert np.mean([len(set(a) & set(b)) / 100 for a, b in zip(found, truth)]) >= 0.95
     assert np.mean([len(set(a) & set(b)) / 100 for a, b in zip(plain, shifted)]) >= 0.99
     np.testing.assert_allclose(sims, np.take_along_axis(users @ (vectors + shift).T, shifted, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_the_cached_index_follows_the_catalog_and_rebuilds_when_it_cannot(tmp_path):
+    """A kept index is updated for removed, changed, added and reordered items (every answer is the
+    item it names: its similarity is u·v of that item), reloaded unchanged, and rebuilt from scratch
+    for an unreadable file, a vector outside its radius, or too much change since it was built."""
+    from serving.ann import MAX_DRIFT
+    from serving.cache import AnnIndexCache
+
+    rng = np.random.default_rng(5)
+    vectors = clustered(4_000, 16, 40, seed=0)
+    users = clustered(50, 16, 40, seed=1)
+    keys = [f"item-{i}" for i in range(len(vectors))]
+    cache = AnnIndexCache(tmp_path, "enc")
+    none = np.zeros(0, np.int64)
+
+    def check(ann, vectors):
+        everyone = np.ones(len(vectors), bool)
+        top, sims = ann.search(users, 50, everyone, none, none)
+        np.testing.assert_allclose(sims, np.take_along_axis(users @ vectors.T, top, 1), rtol=1e-4, atol=1e-4)
+        truth, _ = exact(users, vectors, 50, everyone, none, none)
+        assert np.mean([len(set(a) & set(b)) / 50 for a, b in zip(top, truth)]) >= 0.95
+
+    ann, stats = cache.index(vectors, keys, nprobe=32)
+    assert stats["how"] == "built"
+    check(ann, vectors)
+    # 1%: 20 removed, 10 changed (new text: a new key), 10 added; the rest reordered
+    order = rng.permutation(len(vectors))[20:]
+    new_vectors, new_keys = vectors[order].copy(), [keys[i] for i in order]
+    changed = rng.choice(len(order), 10, replace=False)
+    new_vectors[changed] = clustered(10, 16, 40, seed=2)
+    for i in changed:
+        new_keys[i] += "-edited"
+    new_vectors = np.vstack([new_vectors, clustered(10, 16, 40, seed=3)])
+    new_keys += [f"new-{i}" for i in range(10)]
+    ann, stats = cache.index(new_vectors, new_keys, nprobe=32)
+    assert (stats["how"], stats["added"], stats["removed"]) == ("updated", 20, 30)
+    assert sorted(ann.item_of_slot[ann.item_of_slot >= 0].tolist()) == list(range(len(new_vectors)))
+    check(ann, new_vectors)
+    ann, stats = cache.index(new_vectors, new_keys, nprobe=32)
+    assert stats["how"] == "loaded"
+    check(ann, new_vectors)
+    # a vector beyond the radius cannot be lifted: rebuilt (−m/‖m‖ lies farther from m than any unit vector)
+    far = new_vectors.copy()
+    far[0] = -ann.mean / np.linalg.norm(ann.mean)
+    ann, stats = cache.index(far, ["far", *new_keys[1:]], nprobe=32)
+    assert stats["how"] == "built"
+    check(ann, far)
+    # more than MAX_DRIFT of the catalog new since the build: rebuilt
+    replaced = int(MAX_DRIFT * len(vectors)) + 1
+    fresh_keys = [f"other-{i}" for i in range(replaced)] + keys[replaced:]
+    assert cache.index(vectors, fresh_keys, nprobe=32)[1]["how"] == "built"
+    # an unreadable file: rebuilt, with a warning naming it
+    (cache.path / "index.faiss").write_bytes(b"not an index")
+    ann, stats = cache.index(vectors, keys, nprobe=32)
+    assert stats["how"] == "built" and str(cache.path) in stats["warnings"][0]
+    check(ann, vectors)
