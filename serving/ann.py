@@ -39,7 +39,6 @@ class AnnIndex:
         self.index, self.item_of_slot, self.nprobe = index, item_of_slot, nprobe
         self.mean, self.radius_sq = mean, radius_sq
         self.built, self.drift = built, drift  # items at the last build; items added or removed since
-        self.n_items = int(item_of_slot.max(initial=-1)) + 1
 
     def __getstate__(self) -> dict:  # faiss objects do not pickle; their bytes do (Ray's object store)
         import faiss
@@ -53,13 +52,10 @@ class AnnIndex:
 
     def _lift(self, vectors: np.ndarray) -> np.ndarray | None:
         """[v − m, √(R² − ‖v − m‖²)] per row; None where a vector lies outside the radius R."""
-        dim = len(self.mean)
-        lifted = np.empty((len(vectors), dim + 1), np.float32)
-        np.subtract(vectors, self.mean, out=lifted[:, :dim])
-        norms = np.einsum("ij,ij->i", lifted[:, :dim], lifted[:, :dim])
+        lifted, norms = _centred(vectors, self.mean)
         if norms.max(initial=0.0) > self.radius_sq:
             return None
-        lifted[:, dim] = np.sqrt(np.maximum(self.radius_sq - norms, 0.0))
+        lifted[:, -1] = np.sqrt(np.maximum(self.radius_sq - norms, 0.0))
         return lifted
 
     @classmethod
@@ -72,13 +68,12 @@ class AnnIndex:
         vectors = np.asarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-        centred = vectors - mean
-        radius_sq = float(np.einsum("ij,ij->i", centred, centred).max(initial=0.0))  # R²
-        del centred
+        lifted, norms = _centred(vectors, mean)  # one (N, D + 1) array: at 5M items a copy is 2.5 GB
+        radius_sq = float(norms.max(initial=0.0))  # R²: the lift then fits every vector
+        lifted[:, -1] = np.sqrt(np.maximum(radius_sq - norms, 0.0))
         nlist = max(1, min(nlist or int(4 * math.sqrt(n)), n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, nlist, faiss.METRIC_L2)
         ann = cls(index, np.arange(n, dtype=np.int64), min(nprobe, nlist), mean, radius_sq, built=n)
-        lifted = ann._lift(vectors)
         rng = np.random.default_rng(seed)
         index.cp.seed = seed
         index.train(lifted[np.sort(rng.choice(n, min(n, nlist * TRAIN_SAMPLE), replace=False))])
@@ -106,8 +101,7 @@ class AnnIndex:
             return None
         if len(gone):
             self.index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
-        free = np.flatnonzero(self.item_of_slot < 0)  # reuse removed slots first
-        free = np.concatenate([np.setdiff1d(free, slot_of_item[kept]), gone])
+        free = np.concatenate([np.flatnonzero(self.item_of_slot < 0), gone])  # reuse removed slots first
         slots = np.concatenate([free, len(self.item_of_slot) + np.arange(max(0, len(fresh) - len(free)))])[: len(fresh)]
         item_of_slot = np.full(max(len(self.item_of_slot), int(slots.max(initial=-1)) + 1), -1, np.int64)
         item_of_slot[slot_of_item[kept]] = np.flatnonzero(kept)
@@ -140,6 +134,14 @@ class AnnIndex:
         # ‖q − x̃‖² = ‖u‖² + R² − 2·u·(v − m), so u·v = (‖u‖² + R² − d) / 2 + u·m
         offset = 0.5 * (np.einsum("ij,ij->i", users, users) + self.radius_sq) + users @ self.mean
         return best_unseen(items, offset[:, None] - 0.5 * distances, k, n_items, seen_rows, seen_cols)
+
+
+def _centred(vectors: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D + 1) float32 holding v − m with the last column left to fill, and ‖v − m‖² per row."""
+    dim = len(mean)
+    lifted = np.empty((len(vectors), dim + 1), np.float32)
+    np.subtract(vectors, mean, out=lifted[:, :dim])
+    return lifted, np.einsum("ij,ij->i", lifted[:, :dim], lifted[:, :dim])
 
 
 def most_per_row(seen_rows: np.ndarray, rows: int) -> int:

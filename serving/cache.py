@@ -111,8 +111,8 @@ class AnnIndexCache:
     update cannot be exact or has drifted too far from the catalog its lists were trained on. One folder
     (faiss' own index file, read and written by faiss: 1.3 s for 1M items against 5.7 through its
     serialised bytes; and the slots' keys), replaced atomically; an unreadable one is rebuilt with a
-    warning. An entry's vector is the one the
-    item-vector cache holds for that text under that encoder, so a kept entry equals a fresh encoding."""
+    warning. An entry's vector is the one the item-vector cache holds for that text under that encoder,
+    so a kept entry equals a fresh encoding."""
 
     def __init__(self, folder: str | Path, encoder_key: str):
         self.folder = Path(folder)
@@ -129,8 +129,10 @@ class AnnIndexCache:
             with np.load(self.path / "slots.npz", allow_pickle=False) as stored:
                 index = faiss.read_index(str(self.path / "index.faiss"))
                 mean = stored["mean"].astype(np.float32)
-                if index.d != dim + 1 or mean.shape != (dim,) or len(stored["keys"]) != len(stored["item_of_slot"]):
+                if index.d != dim + 1 or mean.shape != (dim,):
                     raise ValueError(f"an index of width {index.d} for vectors of width {dim}")
+                if len(stored["keys"]) != len(stored["item_of_slot"]):
+                    raise ValueError(f"{len(stored['keys'])} keys for {len(stored['item_of_slot'])} slots")
                 ann = AnnIndex(
                     index,
                     stored["item_of_slot"].astype(np.int64),
