@@ -861,6 +861,38 @@ def _load_truth(folder: str, stamp: tuple[int, ...]) -> _Truth:
     )
 
 
+def _truth(truth_dir: str | Path) -> _Truth:
+    truth = Path(truth_dir).resolve()
+    files = [truth / "params.json", truth / "users.parquet", truth / "items.parquet"]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: missing; truth_dir must be the truth/ folder written by generate_shop")
+    stamp = tuple(v for file in files for v in (file.stat().st_mtime_ns, file.stat().st_size))
+    return _load_truth(str(truth), stamp)
+
+
+@dataclass(frozen=True)
+class ItemTruth:
+    """The item side of the ground truth only (no user's interest): what a perfect item model would know."""
+
+    factors: np.ndarray  # (n, dim) unit vectors v
+    quality: np.ndarray  # (n,) the click logit's item term
+    price: np.ndarray  # (n,)
+    params: dict[str, Any]
+
+    def gains(self, users: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """E[2^rel − 1] = p_click + 2·p_purchase at position 1 for interest vectors `users` (B, dim) × items `rows`."""
+        p_click, p_buy = _probabilities(users @ self.factors[rows].T, self.quality[rows][None, :], self.price[rows][None, :], self.params)
+        return p_click * (1.0 + 2.0 * p_buy)
+
+
+def true_items(truth_dir: str | Path, item_ids: Any) -> ItemTruth:
+    """The true factors, quality and price of `item_ids` (in that order) and the formula's constants."""
+    t = _truth(truth_dir)
+    rows = _lookup(np.asarray(item_ids, dtype=np.int64).ravel(), t.item_id, "item")
+    return ItemTruth(t.factors[rows], t.quality[rows], t.price[rows], t.params)
+
+
 def true_probabilities(
     truth_dir: str | Path, user_ids: Any, item_ids: Any, at: dt.datetime | dt.date | str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -869,13 +901,7 @@ def true_probabilities(
     `user_ids` and `item_ids` broadcast against each other: equal lengths give pairs, shapes (n, 1) and (m,)
     a user × item grid. The formula is the generator's own, with the constants of truth/params.json.
     """
-    truth = Path(truth_dir).resolve()
-    files = [truth / "params.json", truth / "users.parquet", truth / "items.parquet"]
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: missing; truth_dir must be the truth/ folder written by generate_shop")
-    stamp = tuple(v for file in files for v in (file.stat().st_mtime_ns, file.stat().st_size))
-    t = _load_truth(str(truth), stamp)
+    t = _truth(truth_dir)
     users = np.asarray(user_ids, dtype=np.int64)
     items = np.asarray(item_ids, dtype=np.int64)
     shape = np.broadcast_shapes(users.shape, items.shape)

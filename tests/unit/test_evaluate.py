@@ -18,15 +18,18 @@ from recsys.evaluate import (
     NO_TEXT,
     NO_TEXT_ANYWHERE,
     ORACLE,
+    PERFECT_ITEMS,
     ablation_variants,
     covisitation_baseline,
     define_slices,
     expected_value_per_user,
+    fit_interest,
     heldout_relevance,
     oracle_recommendations,
     paired_difference,
     paired_report,
     parse_cutoff,
+    perfect_item_recommendations,
     popularity_baseline,
     rank_candidates,
     reliability,
@@ -67,7 +70,7 @@ def test_evaluate_writes_report_plots_and_json(evaluated):
         (out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON")
     )
     assert on_disk["queries"] == report["queries"] > 0
-    assert set(on_disk["systems"]) == {FULL, "text model alone", NO_TEXT, NO_TEXT_ANYWHERE, "co-visitation", "popularity", ORACLE}
+    assert set(on_disk["systems"]) == {FULL, "text model alone", NO_TEXT, NO_TEXT_ANYWHERE, "co-visitation", "popularity", ORACLE, PERFECT_ITEMS}
     for metrics in on_disk["systems"].values():
         for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10", "coverage@20"):
             assert 0 <= metrics[key] <= 1
@@ -151,6 +154,48 @@ def test_oracle_ranks_by_true_expected_gain(tiny_shop):
     p_click, p_buy = true_probabilities(tiny_shop / "truth", np.full(len(allowed), user), allowed, cutoff + (end - cutoff) / 2)
     best = allowed[np.argsort(-(p_click + 2 * p_buy), kind="stable")[:5]]
     assert recs.filter(pl.col(S.USER_ID) == user).sort(S.RANK)[S.ITEM_ID].to_list() == best.tolist()
+
+
+def test_fitted_interest_points_towards_each_users_true_interest(tiny_shop):
+    """The ceiling's user vectors come from the history alone, yet must find each user's own interest:
+    closer to it than to other users' (a fit that ignored the data, or mixed users up, would not be)."""
+    from recsys.generate import _interest, _interest_weight, _lookup, _to_us, _truth
+    from serving.catalog import make_catalog
+
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    cutoff = T - dt.timedelta(days=3)
+    users = pl.Series(S.USER_ID, events.filter(pl.col(S.TIMESTAMP) < cutoff)[S.USER_ID].unique().sort())
+    fitted = fit_interest(tiny_shop / "truth", catalog, events.filter(pl.col(S.TIMESTAMP) < cutoff), users)
+    truth = _truth(tiny_shop / "truth")
+    s = float(_interest_weight(np.array(_to_us(cutoff)), truth.start_us, truth.end_us))
+    rows = _lookup(users.to_numpy(), truth.user_id, "user")
+    true = _interest(truth.u_start[rows], truth.u_end[rows], s)
+    unit = fitted / np.linalg.norm(fitted, axis=1, keepdims=True)
+    cosine = unit @ (true / np.linalg.norm(true, axis=1, keepdims=True)).T  # (fitted user, true user)
+    own, others = np.diag(cosine).mean(), cosine[~np.eye(len(users), dtype=bool)].mean()
+    assert own > 0.25 and own > others + 0.15, (own, others)  # seen: 0.36 vs 0.16
+
+
+def test_perfect_item_ceiling_lies_between_popularity_and_the_oracle(tiny_shop):
+    from serving.catalog import make_catalog
+
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    cutoff = T - dt.timedelta(days=3)
+    end = cutoff + dt.timedelta(days=2)
+    users = pl.Series(S.USER_ID, heldout_relevance(events, cutoff=cutoff, end=end)[S.USER_ID].unique().sort())
+    truth = tiny_shop / "truth"
+    ev = {
+        name: expected_value_per_user(truth, recs, users, cutoff=cutoff, end=end).to_numpy()
+        for name, recs in (
+            ("oracle", oracle_recommendations(truth, catalog, events, users, cutoff=cutoff, end=end, k=10)),
+            ("ceiling", perfect_item_recommendations(truth, catalog, events, users, cutoff=cutoff, k=10)),
+            ("popularity", popularity_baseline(events.lazy(), users, cutoff=cutoff, k=10, days=7)),
+        )
+    }
+    assert (ev["ceiling"] <= ev["oracle"] + 1e-9).all()  # the oracle is each user's best list by the same gains
+    assert ev["popularity"].mean() < ev["ceiling"].mean() < ev["oracle"].mean()
 
 
 def test_heldout_relevance_drops_items_seen_before_the_cutoff():
