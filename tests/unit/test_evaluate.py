@@ -70,7 +70,16 @@ def test_evaluate_writes_report_plots_and_json(evaluated):
         (out / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not valid JSON")
     )
     assert on_disk["queries"] == report["queries"] > 0
-    assert set(on_disk["systems"]) == {FULL, "text model alone", NO_TEXT, NO_TEXT_ANYWHERE, "co-visitation", "popularity", ORACLE, PERFECT_ITEMS}
+    assert set(on_disk["systems"]) == {
+        FULL,
+        "text model alone",
+        NO_TEXT,
+        NO_TEXT_ANYWHERE,
+        "co-visitation",
+        "popularity",
+        ORACLE,
+        PERFECT_ITEMS,
+    }
     for metrics in on_disk["systems"].values():
         for key in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10", "coverage@20"):
             assert 0 <= metrics[key] <= 1
