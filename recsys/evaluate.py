@@ -208,29 +208,31 @@ def oracle_recommendations(
 
 
 def perfect_item_recommendations(
-    truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, cutoff: dt.datetime, k: int
+    truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, cutoff: dt.datetime, k: int, items=None
 ) -> pl.DataFrame:
     """A ceiling for any item model: the true item factors, quality and price, and each user's interest
     fitted to what they did before the cutoff (`fit_interest`), ranked by the generator's formula.
 
     The oracle also knows every user's true interest at test time; the gap between the two is what no
     item-side model (text or ID) can close with the histories there are, the gap below this one is what a
-    better item model could still win."""
+    better item model could still win. `items` (a `recsys.generate.ItemTruth` row-aligned with the
+    catalog) replaces the truth's items, e.g. by factors read from text (benchmarks/ceilings.py)."""
     from recsys.generate import true_items
 
-    available = catalog.available_at(cutoff)
-    truth = true_items(truth_dir, catalog.ids.to_numpy()[available])
-    interest = fit_interest(truth_dir, catalog, events.filter(pl.col(S.TIMESTAMP) < cutoff), users)
+    items = items if items is not None else true_items(truth_dir, catalog.ids.to_numpy())
+    interest = fit_interest(items, catalog, events.filter(pl.col(S.TIMESTAMP) < cutoff), users)
+    rows = np.flatnonzero(catalog.available_at(cutoff))
 
     def gain(begin: int, block: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        return truth.gains(interest[begin : begin + len(block)])
+        return items.gains(interest[begin : begin + len(block)], rows)
 
     return _top_k_by_gain(gain, catalog, events, users, cutoff=cutoff, k=k)
 
 
-def fit_interest(truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, rounds: int = 2) -> np.ndarray:
+def fit_interest(items, catalog: Catalog, events: pl.DataFrame, users: pl.Series, *, rounds: int = 2) -> np.ndarray:
     """(len(users), dim) posterior-mode interest vectors under the generator's own click and purchase
-    formula, the items' true factors, quality and price known, from each user's exposures in `events`.
+    formula, the items' factors, quality and price known (`items`, a `recsys.generate.ItemTruth`
+    row-aligned with the catalog), from each user's exposures in `events`.
 
     A Gaussian prior N(μ, Σ) learned from the users themselves (empirical Bayes by EM with the Laplace
     approximation: μ and Σ from the vectors and their posterior covariances), starting from N(0, I/dim),
@@ -239,20 +241,17 @@ def fit_interest(truth_dir: Path, catalog: Catalog, events: pl.DataFrame, users:
     ceiling that knew how would be the oracle. A user without exposures gets μ. Two EM rounds: on one
     shop (generator seed 0) the second raised the ceiling's EV@10 from 3.32 to 3.36 and later ones lowered
     it again (3.32 at 4, 3.22 at 8), as did fitting the prior on every user instead of the queries."""
-    from recsys.generate import true_items
-
     rows = pl.DataFrame({S.USER_ID: users}).with_row_index("row")
-    exp = exposures(events).join(rows, on=S.USER_ID, how="inner")
-    exp = exp.filter(pl.col(S.ITEM_ID).is_in(catalog.ids.implode()))
-    truth = true_items(truth_dir, exp[S.ITEM_ID].to_numpy())
-    p, v = truth.params, truth.factors
+    exp = catalog.index_of(exposures(events).join(rows, on=S.USER_ID, how="inner"))
+    index = exp["item_index"].to_numpy()
+    p, v, quality, price = items.params, items.factors[index], items.quality[index], items.price[index]
     n, dim = users.len(), v.shape[1]
     row = exp["row"].to_numpy().astype(np.int64)
     clicked = exp["clicked"].fill_null(0.0).to_numpy() > 0
     bought = exp["purchased"].fill_null(0.0).to_numpy() > 0
     bias = np.where(exp[S.POSITION].is_null().to_numpy(), 1.0, exp[S.POSITION].fill_null(1).clip(1).to_numpy() ** -p["eta"])
-    click_offset = truth.quality + p["c"]
-    buy_offset = -p["price_gamma"] * (np.log(truth.price) - p["ln_price_ref"]) + p["c2"]
+    click_offset = quality + p["c"]
+    buy_offset = -p["price_gamma"] * (np.log(price) - p["ln_price_ref"]) + p["c2"]
     outer = v[:, :, None] * v[:, None, :]  # (E, dim, dim)
 
     def step(u: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -168,14 +168,15 @@ def test_oracle_ranks_by_true_expected_gain(tiny_shop):
 def test_fitted_interest_points_towards_each_users_true_interest(tiny_shop):
     """The ceiling's user vectors come from the history alone, yet must find each user's own interest:
     closer to it than to other users' (a fit that ignored the data, or mixed users up, would not be)."""
-    from recsys.generate import _interest, _interest_weight, _lookup, _to_us, _truth
+    from recsys.generate import _interest, _interest_weight, _lookup, _to_us, _truth, true_items
     from serving.catalog import make_catalog
 
     events = pl.read_parquet(tiny_shop / "events")
     catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
     cutoff = T - dt.timedelta(days=3)
     users = pl.Series(S.USER_ID, events.filter(pl.col(S.TIMESTAMP) < cutoff)[S.USER_ID].unique().sort())
-    fitted = fit_interest(tiny_shop / "truth", catalog, events.filter(pl.col(S.TIMESTAMP) < cutoff), users)
+    items = true_items(tiny_shop / "truth", catalog.ids.to_numpy())
+    fitted = fit_interest(items, catalog, events.filter(pl.col(S.TIMESTAMP) < cutoff), users)
     truth = _truth(tiny_shop / "truth")
     s = float(_interest_weight(np.array(_to_us(cutoff)), truth.start_us, truth.end_us))
     rows = _lookup(users.to_numpy(), truth.user_id, "user")
