@@ -28,23 +28,55 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class ItemEncoder(nn.Module):
-    """Pretrained Transformer → mean pooling → projection to the shared item space (L2-normalised)."""
+    """Pretrained Transformer → mean pooling → projection to the shared item space (L2-normalised).
 
-    def __init__(self, encoder: nn.Module, dim: int):
+    With `word_bag_tokens` > 0 a bag of the text's token embeddings (zero at the start, so the model starts
+    as the plain encoder) is added before the normalisation: a trainable per-word direction the pretrained
+    encoder's mean pool blurs (on the generated shops a linear readout of a bag of words recovers R² 0.94 of
+    the true item factors, the frozen encoder 0.64: benchmarks/ceilings.py). `pooled` then carries the
+    token ids after the encoder's pooled output, so the training's memory bank of pooled outputs still
+    holds everything `project` needs."""
+
+    def __init__(self, encoder: nn.Module, dim: int, word_bag_tokens: int = 0):
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         self.projection = nn.Sequential(nn.Linear(hidden, dim), nn.LayerNorm(dim))
+        self.word_bag_tokens = word_bag_tokens
+        self.pooled_width = hidden + word_bag_tokens
+        if word_bag_tokens:
+            self.words = nn.Embedding(encoder.config.vocab_size, dim, padding_idx=0)
+            nn.init.zeros_(self.words.weight)
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _mean_pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return mean_pool(hidden, attention_mask)  # (B, H)
 
+    def _bag(self, ids: torch.Tensor) -> torch.Tensor:
+        """Mean of the token embeddings of `ids` (B, T), id 0 = padding."""
+        mask = (ids != 0).unsqueeze(-1).to(self.words.weight.dtype)
+        return (self.words(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self._mean_pool(input_ids, attention_mask)
+        if not self.word_bag_tokens:
+            return pooled
+        ids = (input_ids * attention_mask)[:, : self.word_bag_tokens]
+        ids = F.pad(ids, (0, self.word_bag_tokens - ids.shape[1]))
+        return torch.cat([pooled, ids.to(pooled.dtype)], dim=1)  # ids < 2^24: exact in float32
+
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(pooled), dim=-1)  # (B, D)
+        if not self.word_bag_tokens:
+            return F.normalize(self.projection(pooled), dim=-1)  # (B, D)
+        text, ids = pooled[:, : -self.word_bag_tokens], pooled[:, -self.word_bag_tokens :].round().long()
+        return F.normalize(self.projection(text) + self._bag(ids), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.project(self.pooled(input_ids, attention_mask))
+        pooled = self._mean_pool(input_ids, attention_mask)
+        if not self.word_bag_tokens:
+            return F.normalize(self.projection(pooled), dim=-1)
+        # the exported graph: ids never pass through a float (fp16 would not hold them)
+        return F.normalize(self.projection(pooled) + self._bag(input_ids * attention_mask), dim=-1)
 
     def freeze_lower_layers(self, count: int) -> None:
         """Freeze embeddings and the lowest `count` layers (-1: the whole encoder)."""
@@ -181,7 +213,7 @@ class TextRecModel(nn.Module):
     def __init__(self, config: ModelConfig, encoder: nn.Module, task_names: tuple[str, ...] = ("click", "purchase")):
         super().__init__()
         self.config = config
-        self.items = ItemEncoder(encoder, config.dim)
+        self.items = ItemEncoder(encoder, config.dim, config.max_length if config.word_bag else 0)
         self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
         self.scorer = InterestScorer(config.dim, config.dropout, config.scorer_hidden)
         self.position_bias = PositionBias()

@@ -90,7 +90,7 @@ def build_training_data(events: pl.DataFrame, catalog: Catalog, tokenizer: ItemT
 def encode_pooled(model, tokenizer: ItemTokenizer, tokens: list[np.ndarray], batch_size: int = 128) -> torch.Tensor:
     """Pooled encoder output of every item (no gradient), in input order."""
     torch = _torch()
-    out = torch.zeros(len(tokens), model.items.encoder.config.hidden_size)
+    out = torch.zeros(len(tokens), model.items.pooled_width)
     was_training = model.training
     model.eval()
     with torch.inference_mode():

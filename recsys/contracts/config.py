@@ -26,6 +26,7 @@ class ModelConfig:
     heads: int = 4  # attention heads of the user-interest pooling
     scorer_hidden: int = 64  # width of the shared click/purchase MLP; it runs per (user, candidate) pair
     dropout: float = 0.1
+    word_bag: bool = False  # add a trainable bag of the text's token embeddings to the item vector (recsys/model.py)
     freeze_layers: int = 0  # lower encoder layers kept frozen (parameter-efficient fine-tuning); -1 = all
 
 

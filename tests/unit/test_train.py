@@ -131,3 +131,38 @@ def test_rolling_cutoffs_give_the_ranker_one_query_per_user_and_cutoff(tiny_shop
         assert rows.filter(pl.col("relevance") > 0).height == clicked.height
     ranker = json.loads((tmp_path / "model" / "metrics.json").read_text())["ranker"]
     assert ranker["queries"] > ranker["users"]
+
+
+def test_word_bag_trains_through_both_phases_and_exports_with_parity(tiny_shop, tiny_config, tmp_path):
+    """model.word_bag: the token-embedding bag starts at zero (the plain encoder's vectors), learns in the
+    head epochs from the memory bank and in fine-tuning from the tokens, and the ONNX item encoder, which
+    reads the ids directly, gives the same vectors as the model that trained through the bank."""
+    from export.onnx_export import FP32_TOLERANCE, export_model
+    from recsys.jobs.common import train_model_dir
+    from recsys.model import ItemEncoder
+    from recsys.model_io import TorchInterestModel, load_text_model
+    from serving.onnx_model import OnnxInterestModel
+
+    config = tiny_config.replace(model={"word_bag": True}, train={"head_epochs": 1, "epochs": 1})
+    folder = tmp_path / "model"
+    train_model_dir(tiny_shop / "items.parquet", tiny_shop / "events", folder, config)
+    model, tokenizer, _ = load_text_model(folder)
+    assert model.items.word_bag_tokens == config.model.max_length
+    assert model.items.words.weight.abs().sum() > 0  # it learnt (zero at the start)
+
+    texts = ["a brand new item nobody has seen", "running shoes, blue", "x" * 5000]
+    batch = tokenizer.pad(tokenizer.encode(texts))
+    ref = TorchInterestModel(model, tokenizer).encode_items(texts)
+    ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+    with torch.inference_mode():  # the bank's route (pooled → project) and the export's (forward) agree
+        assert torch.allclose(model.items.project(model.items.pooled(ids, mask)), model.items(ids, mask), atol=1e-6)
+    plain = ItemEncoder(model.items.encoder, config.model.dim, config.model.max_length)
+    plain.projection.load_state_dict(model.items.projection.state_dict())
+    with torch.inference_mode():  # zero bag = the encoder alone
+        probe = ids, mask
+        alone = torch.nn.functional.normalize(plain.projection(plain._mean_pool(*probe)), dim=-1)
+        assert torch.allclose(plain(*probe), alone, atol=1e-6)
+
+    export = tmp_path / "export"
+    export_model(folder, export, precision="fp32")
+    assert np.abs(OnnxInterestModel(export).encode_items(texts) - ref).max() < max(FP32_TOLERANCE, 1e-4)
