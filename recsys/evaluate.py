@@ -874,10 +874,32 @@ def evaluate_zero_shot(
                 truth_dir, catalog, events, users, cutoff=cutoff, end=end, k=K, allowed=allowed
             )
     results = {}
+    per_user = {}
     for name, recs in systems.items():
         m = ranking_metrics(recs, relevant, ks=KS)
         results[name] = {k: m[k] for k in ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "hit@10")}
-    return {"domain": domain, "queries": int(users.len()), "items": int(allowed.sum()), "systems": results}
+        per_user[f"ndcg@10|{name}"] = _by_user(users, per_user_ndcg(recs, relevant, k=10, users=users), "ndcg").to_numpy()
+        if truth_dir is not None:
+            ev = expected_value_per_user(truth_dir, recs, users, cutoff=cutoff, end=end).to_numpy()
+            per_user[f"ev@10|{name}"] = ev
+            results[name]["ev@10"] = float(ev.mean())
+    oracle = results.get(f"{ORACLE} within the domain", {}).get("ev@10")
+    for metrics in results.values():
+        if oracle and "ev@10" in metrics:
+            metrics["ev_share@10"] = metrics["ev@10"] / oracle
+    # the target (zero-shot ≥ popularity within the domain) as paired differences over the same test users:
+    # logged clicks in a domain favour what the shop's own recommender showed there (its popular items), so
+    # the expected value by the generator's probabilities is the judge where it exists
+    popular = f"{POPULARITY} within the domain"
+    paired = {
+        metric: {
+            f"{name} − {popular}": paired_difference(per_user[f"{metric}|{name}"], per_user[f"{metric}|{popular}"])
+            for name in (f"{FULL} (zero-shot)", f"{TEXT_ALONE} (zero-shot)")
+        }
+        for metric in ("ev@10", "ndcg@10")
+        if f"{metric}|{popular}" in per_user
+    }
+    return {"domain": domain, "queries": int(users.len()), "items": int(allowed.sum()), "systems": results, "paired": paired}
 
 
 # --------------------------------------------------------------------------------------------- targets

@@ -264,14 +264,38 @@ def render_markdown(report: dict) -> str:
             "items only from their text; popularity within the domain uses the domain's real pre-cutoff events.",
             "",
         ]
+        with_ev = all("ev@10" in m for m in cross["systems"].values())
         lines += _table(
-            ["system", "NDCG@10", "NDCG@20", "Recall@20", "MRR@10", "HitRate@10"],
             [
-                [n, _num(m["ndcg@10"]), _num(m["ndcg@20"]), _num(m["recall@20"]), _num(m["mrr@10"]), _num(m["hit@10"])]
+                "system",
+                *(["EV@10", "share of the oracle's EV"] if with_ev else []),
+                "NDCG@10",
+                "NDCG@20",
+                "Recall@20",
+                "MRR@10",
+                "HitRate@10",
+            ],
+            [
+                [
+                    n,
+                    *([_num(m["ev@10"]), _num(m.get("ev_share@10"))] if with_ev else []),
+                    _num(m["ndcg@10"]),
+                    _num(m["ndcg@20"]),
+                    _num(m["recall@20"]),
+                    _num(m["mrr@10"]),
+                    _num(m["hit@10"]),
+                ]
                 for n, m in cross["systems"].items()
             ],
         )
         lines.append("")
+        for metric, rows in (cross.get("paired") or {}).items():
+            for name, d in rows.items():
+                lines.append(
+                    f"- {name}, {metric} per test user: {d['mean']:+.4f} ± {d['se']:.4f} (95% bootstrap {d['ci95'][0]:+.4f} to {d['ci95'][1]:+.4f}, {d['n']} users)"
+                )
+        if cross.get("paired"):
+            lines.append("")
 
     training = report.get("training") or {}
     if training.get("text_model") or training.get("ranker"):

@@ -126,6 +126,17 @@ def test_ablations_and_cross_domain_are_reported(evaluated):
     cross = report["cross_domain"]
     assert cross["queries"] > 0 and cross["items"] > 0
     assert any(name.startswith("popularity within") for name in cross["systems"])
+    # on a generated shop the zero-shot systems are judged by expected value too, the oracle within the
+    # domain at the top, and the target comes as paired differences whose means are the systems' difference
+    oracle = cross["systems"]["oracle within the domain"]
+    assert oracle["ev_share@10"] == pytest.approx(1.0)
+    assert all(0 <= m["ev@10"] <= oracle["ev@10"] + 1e-9 for m in cross["systems"].values())
+    popular = "popularity within the domain"
+    for metric in ("ev@10", "ndcg@10"):
+        for system in (f"{FULL} (zero-shot)", "text model alone (zero-shot)"):
+            cell = cross["paired"][metric][f"{system} − {popular}"]
+            assert cell["n"] == cross["queries"] and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
+            assert cell["mean"] == pytest.approx(cross["systems"][system][metric] - cross["systems"][popular][metric])
     assert {t["target"].split(" ")[0] for t in report["targets"]} >= {"full", "multi-task", "fine-tuned"}
 
 
