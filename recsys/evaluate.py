@@ -566,6 +566,7 @@ def compare_systems(
     relevant = evaluation["relevant"]
     found = relevant.join(frame.select(S.USER_ID, S.ITEM_ID), on=[S.USER_ID, S.ITEM_ID], how="semi").height
     diagnostics["candidate_recall"] = found / max(relevant.height, 1)
+    diagnostics["source_recall"] = source_recall(frame, relevant)
     ids = evaluation["catalog"].ids
     available_ids = ids.filter(pl.Series(snapshot.available))
     diagnostics["reachable_share"] = relevant.filter(pl.col(S.ITEM_ID).is_in(available_ids.implode())).height / max(relevant.height, 1)
@@ -605,6 +606,22 @@ def compare_systems(
             except (KeyError, ValueError, TypeError) as exc:  # ids the ground truth does not know: not this generator's data
                 log(f"oracle skipped: {exc}")
     return systems, diagnostics, timings
+
+
+def source_recall(frame: pl.DataFrame, relevant: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Per candidate source: the share of the test's relevant (user, item) pairs it lists (`recall`) and the
+    share only it lists (`only`), so a source that finds nothing the others miss shows as such."""
+    hits = relevant.select(S.USER_ID, S.ITEM_ID).join(frame, on=[S.USER_ID, S.ITEM_ID], how="inner")
+    listed = {column: hits[column].is_not_null() for column in SOURCE_TYPES}
+    total = max(relevant.height, 1)
+    out = {}
+    for column, mask in listed.items():
+        others = pl.Series([False] * hits.height)
+        for other, other_mask in listed.items():
+            if other != column:
+                others = others | other_mask
+        out[column] = {"recall": int(mask.sum()) / total, "only": int((mask & ~others).sum()) / total}
+    return out
 
 
 def without_text_source(frame: pl.DataFrame) -> pl.DataFrame:

@@ -118,6 +118,16 @@ def render_markdown(report: dict) -> str:
             else "."
         ),
         "",
+        *(
+            [
+                "Candidate sources, share of the relevant pairs each lists (and lists alone): "
+                + ", ".join(f"{name.removeprefix('cand_')} {r['recall']:.1%} ({r['only']:.1%})" for name, r in d["source_recall"].items())
+                + ".",
+                "",
+            ]
+            if d.get("source_recall")
+            else []
+        ),
         "## Systems",
         "",
         "All systems answer the same queries with the same exclusions; the learned ones rank the same candidates "

@@ -34,6 +34,7 @@ from recsys.evaluate import (
     rank_candidates,
     reliability,
     slice_relevance,
+    source_recall,
     split_test_period,
     targets,
     without_text_source,
@@ -424,3 +425,28 @@ def test_fresh_share_counts_top_ten_slots_of_items_created_in_the_week_before_th
     # user 1: 2 of 5 fresh; user 2: 10 of its top 10 (ranks 11, 12 do not count)
     assert fresh_share(recs, catalog, cutoff=cutoff) == pytest.approx(12 / 15)
     assert fresh_share(recs.filter(pl.col(S.USER_ID) == 1), catalog, cutoff=cutoff, days=1.5) == pytest.approx(1 / 5)
+
+
+def test_source_recall_counts_what_each_source_lists_and_lists_alone():
+    """Four relevant pairs: one found by text and co-visitation, one by text alone, one by popularity alone,
+    one by no source (not a candidate)."""
+    from serving.candidates import SOURCE_TYPES
+
+    frame = pl.DataFrame(
+        {
+            S.USER_ID: [1, 1, 2, 2],
+            S.ITEM_ID: [10, 11, 10, 12],
+            **{name: [None] * 4 for name in SOURCE_TYPES},
+        },
+        schema_overrides=dict(SOURCE_TYPES),
+    ).with_columns(
+        pl.Series("cand_text_rank", [1, 2, None, None], dtype=pl.Int32),
+        pl.Series("cand_covisit_weight", [0.5, None, None, None]),
+        pl.Series("cand_popular_rank", [None, None, 3, 4], dtype=pl.Int32),
+    )
+    relevant = pl.DataFrame({S.USER_ID: [1, 1, 2, 3], S.ITEM_ID: [10, 11, 10, 10]})
+    got = source_recall(frame, relevant)
+    assert got["cand_text_rank"] == {"recall": 0.5, "only": 0.25}
+    assert got["cand_covisit_weight"] == {"recall": 0.25, "only": 0.0}
+    assert got["cand_popular_rank"] == {"recall": 0.25, "only": 0.25}
+    assert got["cand_new_rank"] == {"recall": 0.0, "only": 0.0}
