@@ -1,7 +1,7 @@
 """The multi-task text model, in one file: encoder wrapper, user interest, task heads, output, loss.
 
     item text ──encoder──► mean pool ──► projection ──► item vector v            (N, D), once per item
-    history of item vectors + recency ──► attention pooling ──► user vector u    (B, D)
+    history of item vectors + recency ──► attention pooling (or Transformer layers) ──► user vector u    (B, D)
     [u, v, u⊙v, u·v] ──► shared MLP ──► click logit, conversion logit            (B, C)
 
 ESMM (Ma et al., 2018): p_click = σ(click), p_purchase = p_click · σ(conversion); both losses are taken
@@ -132,6 +132,63 @@ class UserInterest(nn.Module):
         return F.normalize(self.norm(pooled + self.out(pooled) + mean), dim=-1)  # (B, D)
 
 
+class _SelfAttentionBlock(nn.Module):
+    """Pre-LN Transformer layer (self-attention + feed-forward) over (B, T, D) tokens with a key mask.
+
+    Written with batched matrix products, one small product per (user, head), like `UserInterest`: each
+    user's numbers stay the same bits whatever batch they are in, also as an ONNX graph (tested)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention_out = nn.Linear(dim, dim)
+        self.feed_norm = nn.LayerNorm(dim)
+        self.feed = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = tokens.shape  # (B, T, D); mask (B, T) bool, True = a real token
+        q, k, v = self.qkv(self.attention_norm(tokens)).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, h, T, T)
+        scores = scores.masked_fill(~mask[:, None, None, :], -1e4)
+        attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, length, dim)  # (B, T, D)
+        tokens = tokens + self.dropout(self.attention_out(attended))
+        return tokens + self.dropout(self.feed(self.feed_norm(tokens)))
+
+
+class SequenceInterest(nn.Module):
+    """The user's recent item vectors read by a small Transformer (`model.user_tower = "transformer"`).
+
+    Tokens: a learned summary token (which is also what a user with no history gets) and the history, each
+    with its recency embedding; `layers` pre-LN self-attention layers over them, so items are read in the
+    context of each other and of their order, where attention pooling weighs each on its own. The user
+    vector is the summary token's state plus the mean of the clicked items (as in `UserInterest`, so the
+    model starts from a sensible vector), normalised. Same inputs and output as `UserInterest`: the
+    exported user graph, serving and Triton are unchanged."""
+
+    def __init__(self, dim: int, heads: int, history_length: int, dropout: float, layers: int = 2):
+        super().__init__()
+        self.dim = dim
+        self.default_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.recency = nn.Embedding(history_length + 1, dim)  # 0: the summary token, i: i-th most recent
+        self.blocks = nn.ModuleList(_SelfAttentionBlock(dim, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = history.shape  # (B, L, D)
+        tokens = torch.cat([self.default_token.expand(batch, 1, self.dim), history], dim=1)  # (B, L+1, D)
+        tokens = tokens + self.recency(torch.arange(length + 1, device=history.device)).unsqueeze(0)
+        mask = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=history.device), history_mask.bool()], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(
+            history.dtype
+        )
+        return F.normalize(self.norm(tokens[:, 0]) + mean, dim=-1)  # (B, D)
+
+
 @dataclass
 class TaskOutput:
     """Per-task logits for (user, candidate) pairs, and their similarity in the shared space."""
@@ -214,7 +271,10 @@ class TextRecModel(nn.Module):
         super().__init__()
         self.config = config
         self.items = ItemEncoder(encoder, config.dim, config.max_length if config.word_bag else 0)
-        self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
+        if config.user_tower == "transformer":
+            self.users = SequenceInterest(config.dim, config.heads, config.history_length, config.dropout, config.user_layers)
+        else:
+            self.users = UserInterest(config.dim, config.heads, config.history_length, config.dropout)
         self.scorer = InterestScorer(config.dim, config.dropout, config.scorer_hidden)
         self.position_bias = PositionBias()
         # learned task weights (log variances, Kendall et al. 2018); used when task_weighting = "uncertainty"

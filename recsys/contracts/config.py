@@ -24,6 +24,8 @@ class ModelConfig:
     dim: int = 128  # width of item / user vectors
     history_length: int = 20  # most recent clicked items that make a user's interest
     heads: int = 4  # attention heads of the user-interest pooling
+    user_tower: str = "attention"  # "attention": pooling with a learned query; "transformer": layers over the history (recsys/model.py)
+    user_layers: int = 2  # Transformer layers of user_tower = "transformer"
     scorer_hidden: int = 64  # width of the shared click/purchase MLP; it runs per (user, candidate) pair
     dropout: float = 0.1
     word_bag: bool = False  # add a trainable bag of the text's token embeddings to the item vector (recsys/model.py)
@@ -67,6 +69,7 @@ class RankerConfig:
 
 
 RETRIEVALS = ("auto", "exact", "ann")
+USER_TOWERS = ("attention", "transformer")
 KEEP_RULES = ("best", "best-fine-tuned")
 
 
@@ -243,6 +246,10 @@ def _check(cfg: Config) -> None:
         )
     if cfg.candidates.retrieval not in RETRIEVALS:
         raise ConfigError(f"candidates.retrieval: expected one of {', '.join(RETRIEVALS)}, found {cfg.candidates.retrieval!r}")
+    if cfg.model.user_tower not in USER_TOWERS:
+        raise ConfigError(f"model.user_tower: expected one of {', '.join(map(repr, USER_TOWERS))}, found {cfg.model.user_tower!r}")
+    if cfg.model.user_layers < 1:
+        raise ConfigError(f"model.user_layers: must be at least 1, found {cfg.model.user_layers}")
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"model.dim ({cfg.model.dim}) must be divisible by model.heads ({cfg.model.heads})")
 

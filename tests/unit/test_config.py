@@ -48,3 +48,11 @@ def test_keep_rule_is_checked():
     assert config_from_dict({"train": {"keep": "best-fine-tuned"}}).train.keep == "best-fine-tuned"
     with pytest.raises(ConfigError, match="train.keep: expected one of 'best', 'best-fine-tuned', found 'last'"):
         config_from_dict({"train": {"keep": "last"}})
+
+
+def test_user_tower_is_checked():
+    assert config_from_dict({"model": {"user_tower": "transformer", "user_layers": 1}}).model.user_tower == "transformer"
+    with pytest.raises(ConfigError, match="model.user_tower: expected one of 'attention', 'transformer', found 'gru'"):
+        config_from_dict({"model": {"user_tower": "gru"}})
+    with pytest.raises(ConfigError, match="model.user_layers: must be at least 1"):
+        config_from_dict({"model": {"user_layers": 0}})
