@@ -52,44 +52,55 @@ def run_once(shop: Path, work: Path, seed: int, config, reuse: bool) -> dict:
     return evaluate(shop / "items.parquet", shop / "events", work, config, test_days=3, device="cpu", seed=seed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def grid_parser(description: str, *, seeds: list[int], mode: str, work: str) -> argparse.ArgumentParser:
+    """The options of a run over generator seeds × training seeds (this script's and benchmarks/zero_shot.py's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--shop-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
-    parser.add_argument("--mode", choices=MODES, default="behaviour", help="the generator's mode (recsys.generate.MODES)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--mode", choices=MODES, default=mode, help="the generator's mode (recsys.generate.MODES)")
     parser.add_argument("--config", type=Path, default=None, help="a config file for every run (default: the shipped defaults)")
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "paired")
-    parser.add_argument("--reuse", action="store_true", help="read the runs already evaluated in --work instead of training again")
-    args = parser.parse_args()
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / work)
+    parser.add_argument("--reuse", action="store_true", help="read the runs already done in --work instead of training again")
+    return parser
 
-    runs = []
+
+def grid(args: argparse.Namespace):
+    """(generator seed, training seed, shop folder, run folder) of every run, generating each shop once."""
     for shop_seed in args.shop_seeds:
         shop = args.work / f"shop-{shop_seed}"
         if not (shop / "items.parquet").is_file():
             generate_shop(shop, seed=shop_seed, mode=args.mode)
         for seed in args.seeds:
-            started = time.perf_counter()
-            report = run_once(shop, args.work / f"shop-{shop_seed}-seed-{seed}", seed, args.config, args.reuse)
-            systems = report["systems"]
-            # the run's mean per-user difference full − system, as the report computed it
-            diffs = {metric: {name: cell["mean"] for name, cell in report["paired"][metric].items()} for metric in METRICS}
-            runs.append(
-                {
-                    "shop_seed": shop_seed,
-                    "seed": seed,
-                    "model_version": report["model_version"],
-                    "queries": report["queries"],
-                    "systems": {name: {m: systems[name].get(m) for m in (*METRICS, "ev_share@10", "fresh_share@10")} for name in systems},
-                    "full_minus": diffs,
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-            )
-            print(
-                f"shop {shop_seed} seed {seed}: {report['queries']} queries, full EV@10 {systems[FULL].get('ev@10'):.4f} "
-                f"({systems[FULL].get('ev_share@10'):.0%} of the oracle), NDCG@10 {systems[FULL]['ndcg@10']:.4f} "
-                f"({runs[-1]['seconds']} s)",
-                flush=True,
-            )
+            yield shop_seed, seed, shop, args.work / f"shop-{shop_seed}-seed-{seed}"
+
+
+def main() -> None:
+    args = grid_parser(__doc__.splitlines()[0], seeds=[7, 8, 9], mode="behaviour", work="paired").parse_args()
+
+    runs = []
+    for shop_seed, seed, shop, work in grid(args):
+        started = time.perf_counter()
+        report = run_once(shop, work, seed, args.config, args.reuse)
+        systems = report["systems"]
+        # the run's mean per-user difference full − system, as the report computed it
+        diffs = {metric: {name: cell["mean"] for name, cell in report["paired"][metric].items()} for metric in METRICS}
+        runs.append(
+            {
+                "shop_seed": shop_seed,
+                "seed": seed,
+                "model_version": report["model_version"],
+                "queries": report["queries"],
+                "systems": {name: {m: systems[name].get(m) for m in (*METRICS, "ev_share@10", "fresh_share@10")} for name in systems},
+                "full_minus": diffs,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(
+            f"shop {shop_seed} seed {seed}: {report['queries']} queries, full EV@10 {systems[FULL].get('ev@10'):.4f} "
+            f"({systems[FULL].get('ev_share@10'):.0%} of the oracle), NDCG@10 {systems[FULL]['ndcg@10']:.4f} "
+            f"({runs[-1]['seconds']} s)",
+            flush=True,
+        )
 
     names = list(runs[0]["systems"])
     levels = {

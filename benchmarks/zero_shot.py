@@ -14,7 +14,6 @@ draws, so the mean ± se and 95% t-interval are across runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,11 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from paired import across  # noqa: E402
+from paired import across, grid, grid_parser  # noqa: E402
 
 from recsys.contracts.files import write_json  # noqa: E402
 from recsys.evaluate import heldout_relevance, pick_holdout_domain, split_test_period, truth_folder  # noqa: E402
-from recsys.generate import MODES, generate_shop  # noqa: E402
 from recsys.jobs.common import as_config, load_inputs  # noqa: E402
 from recsys.jobs.evaluate import cross_domain  # noqa: E402
 
@@ -52,29 +50,18 @@ def run_once(shop: Path, work: Path, seed: int, config_path: Path | None, reuse:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shop-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8])
-    parser.add_argument("--mode", choices=MODES, default="language", help="the generator's mode (recsys.generate.MODES)")
-    parser.add_argument("--config", type=Path, default=None, help="a config file for every run (default: the shipped defaults)")
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "zero_shot")
-    parser.add_argument("--reuse", action="store_true", help="read the runs already done in --work instead of training again")
-    args = parser.parse_args()
+    args = grid_parser(__doc__.splitlines()[0], seeds=[7, 8], mode="language", work="zero_shot").parse_args()
 
     runs = []
-    for shop_seed in args.shop_seeds:
-        shop = args.work / f"shop-{shop_seed}"
-        if not (shop / "items.parquet").is_file():
-            generate_shop(shop, seed=shop_seed, mode=args.mode)
-        for seed in args.seeds:
-            started = time.perf_counter()
-            result = run_once(shop, args.work / f"shop-{shop_seed}-seed-{seed}", seed, args.config, args.reuse)
-            runs.append({"shop_seed": shop_seed, "seed": seed, **result, "seconds": round(time.perf_counter() - started, 1)})
-            levels = ", ".join(f"{name} EV {m.get('ev@10', float('nan')):.3f}" for name, m in result["systems"].items())
-            print(
-                f"shop {shop_seed} seed {seed}: domain {result['domain']}, {result['queries']} users; {levels} ({runs[-1]['seconds']} s)",
-                flush=True,
-            )
+    for shop_seed, seed, shop, work in grid(args):
+        started = time.perf_counter()
+        result = run_once(shop, work, seed, args.config, args.reuse)
+        runs.append({"shop_seed": shop_seed, "seed": seed, **result, "seconds": round(time.perf_counter() - started, 1)})
+        levels = ", ".join(f"{name} EV {m.get('ev@10', float('nan')):.3f}" for name, m in result["systems"].items())
+        print(
+            f"shop {shop_seed} seed {seed}: domain {result['domain']}, {result['queries']} users; {levels} ({runs[-1]['seconds']} s)",
+            flush=True,
+        )
 
     names = list(runs[0]["systems"])
     levels = {name: {m: across([r["systems"][name][m] for r in runs]) for m in (*METRICS, "ev_share@10")} for name in names}
