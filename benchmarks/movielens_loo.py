@@ -31,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys.contracts.config import USER_TOWERS  # noqa: E402
+
 HYBRID = "text + ID (ours)"
 SASREC = "SASRec (ID only)"
 SEQUENCE_SYSTEMS = {
@@ -65,19 +67,27 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="keep this share of items out of all training (new items) and report the users whose test click is one; uses the chosen configs",
     )
+    parser.add_argument("--chosen", action="store_true", help="no grid: the configs the full grid chose on validation (CHOSEN)")
+    parser.add_argument(
+        "--product",
+        nargs="*",
+        choices=USER_TOWERS,
+        default=[],
+        help="also the product's own text model (recsys train's, shipped defaults) with these user towers, one run per seed",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
     import torch
 
     from benchmarks.movielens import fetch_ml100k
-    from recsys.contracts.config import ModelConfig
+    from recsys.contracts.config import Config, ModelConfig
     from recsys.encoder import resolve_encoder, text_vectors
     from recsys.evaluate import paired_difference
     from recsys.loo import cold_test_users, evaluate_scorer, leave_one_out, with_cold_items
     from recsys.movielens import load_movielens
     from recsys.peers import popularity_scorer, tune_bpr, tune_ease
-    from recsys.sequential import SequenceConfig, fit_sequence_model, item_texts, scorer
+    from recsys.sequential import SequenceConfig, fit_sequence_model, item_texts, product_scorer, scorer
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     max_epochs = 60 if args.quick else 200
     for name, flags in SEQUENCE_SYSTEMS.items():
         chosen, first = None, None
-        if args.cold_items > 0:
+        if args.cold_items > 0 or args.chosen:
             grid = [CHOSEN[name]]
         elif args.quick:
             grid = [{"dim": 64, **GRIDS[name][-1]}]
@@ -135,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                 "valid_ndcg@10": fitted.best_valid_ndcg,
             }
             record(name, scorer(fitted.model, split), {**info, "seconds": round(fitted.seconds, 1)})
+
+    for tower in args.product:
+        for seed in args.seeds:
+            config = Config().with_seed(seed + 7).replace(model={"user_tower": tower})
+            tic = time.perf_counter()
+            score, report = product_scorer(split, events, items, config, encoder_folder=resolve_encoder(config.model))
+            record(
+                f"product text model ({tower})",
+                score,
+                {"seed": seed + 7, "best_epoch": report["curves"]["best_epoch"], "seconds": round(time.perf_counter() - tic, 1)},
+            )
 
     # Seed-averaged per-user metrics: paired differences over the same 943 users.
     averaged = {name: {m: np.mean([run[m] for run in runs], axis=0) for m in runs[0]} for name, runs in per_user.items()}

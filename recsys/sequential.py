@@ -118,3 +118,46 @@ def fit_sequence_model(split: LeaveOneOut, config: SequenceConfig, *, text: torc
     model.load_state_dict(stopping.state)
     model.eval()
     return Fitted(model, config, stopping.best_epoch + 1, stopping.best, stopping.curve, time.perf_counter() - started)
+
+
+def product_scorer(split: LeaveOneOut, events: pl.DataFrame, items: pl.DataFrame, config, *, encoder_folder, log=None):
+    """The product's own text model (`recsys.train.train_text_model`, as `recsys train` fits it) on the split's
+    training clicks, as a leave-one-out scorer: every item ranked by p_click for the user vector of the
+    clicks before the target (at most `model.history_length`, most recent first).
+
+    The model learns from the events of the (user, item) pairs of each training sequence (their clicks and
+    purchases, with timestamps: its histories are as of each exposure), never from a validation or test click.
+    Returns (score(users, part), the training report)."""
+    from recsys.model_io import TorchInterestModel
+    from recsys.train import train_text_model
+    from serving.catalog import make_catalog
+
+    pairs = pl.DataFrame(
+        {
+            S.USER_ID: np.repeat(split.user_ids, [len(split.train(u)) for u in range(len(split.sequences))]),
+            S.ITEM_ID: split.item_ids[np.concatenate([split.train(u) for u in range(len(split.sequences))])],
+        }
+    ).with_columns(pl.col(S.USER_ID).cast(events[S.USER_ID].dtype), pl.col(S.ITEM_ID).cast(events[S.ITEM_ID].dtype))
+    train_events = events.join(pairs, on=[S.USER_ID, S.ITEM_ID], how="semi")
+    catalog = make_catalog(items)
+    model, tokenizer, report = train_text_model(train_events, catalog, config, encoder_folder=encoder_folder, log=log or (lambda m: None))
+    interest = TorchInterestModel(model, tokenizer)
+    vectors = interest.encode_items(item_texts(items, split))  # (N + 1, D) in split order; row 0 unused
+    length = config.model.history_length
+
+    def score(users: np.ndarray, part: str) -> np.ndarray:
+        out = np.empty((len(users), split.n_items + 1), np.float32)
+        for start in range(0, len(users), 32):
+            block = users[start : start + 32]
+            recent = np.full((len(block), length), -1, np.int64)
+            for row, u in enumerate(block):
+                seen = split.history(u, part)[::-1][:length]  # most recent first
+                recent[row, : len(seen)] = seen
+            mask = recent >= 0
+            history = vectors[np.where(mask, recent, 0)] * mask[..., None]
+            user = interest.user_vectors(history.astype(np.float32), mask.astype(np.float32))
+            p_click, _, _ = interest.score(user, np.broadcast_to(vectors, (len(block), *vectors.shape)).copy())
+            out[start : start + len(block)] = p_click
+        return out
+
+    return score, report

@@ -151,3 +151,32 @@ def test_items_absent_from_training_are_no_ones_negative():
         by_hand = torch.nn.functional.cross_entropy(kept, torch.tensor([1, 2, 3]))
         assert model.next_item_loss(inputs, targets, absent).item() == pytest.approx(by_hand.item(), rel=1e-5)
         assert model.next_item_loss(inputs, targets).item() > by_hand.item()  # more negatives, larger loss
+
+
+def test_product_scorer_learns_only_from_training_clicks_and_ranks_every_item(tiny_shop, tiny_config, tiny_encoder, monkeypatch):
+    """The product's text model as a leave-one-out system: trained on the training sequences' events only
+    (no validation or test click reaches it), scoring all N + 1 indices for every user."""
+    import recsys.train
+    from recsys.sequential import product_scorer
+
+    items = pl.read_parquet(tiny_shop / "items.parquet")
+    events = pl.read_parquet(tiny_shop / "events")
+    split = leave_one_out(events)
+    seen: dict = {}
+    original = recsys.train.train_text_model
+
+    def spy(train_events, *args, **kwargs):
+        seen["pairs"] = set(zip(train_events[S.USER_ID].to_list(), train_events[S.ITEM_ID].to_list()))
+        return original(train_events, *args, **kwargs)
+
+    monkeypatch.setattr(recsys.train, "train_text_model", spy)
+    score, report = product_scorer(split, events, items, tiny_config, encoder_folder=tiny_encoder)
+    held_out = {
+        (split.user_ids[u], split.item_ids[split.target(u, part)]) for u in range(len(split.sequences)) for part in ("valid", "test")
+    }
+    assert seen["pairs"] and not seen["pairs"] & held_out
+    assert report["curves"]["best_epoch"] >= 1
+    metrics = evaluate_scorer(score, split, "test")
+    assert metrics["ndcg@10"].shape == (len(split.sequences),) and np.isfinite(metrics["ndcg@10"]).all()
+    scores = score(np.arange(3), "test")
+    assert scores.shape == (3, split.n_items + 1) and np.isfinite(scores).all()
