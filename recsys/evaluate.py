@@ -612,15 +612,12 @@ def source_recall(frame: pl.DataFrame, relevant: pl.DataFrame) -> dict[str, dict
     """Per candidate source: the share of the test's relevant (user, item) pairs it lists (`recall`) and the
     share only it lists (`only`), so a source that finds nothing the others miss shows as such."""
     hits = relevant.select(S.USER_ID, S.ITEM_ID).join(frame, on=[S.USER_ID, S.ITEM_ID], how="inner")
-    listed = {column: hits[column].is_not_null() for column in SOURCE_TYPES}
+    listed = hits.select(pl.col(column).is_not_null() for column in SOURCE_TYPES)
     total = max(relevant.height, 1)
     out = {}
-    for column, mask in listed.items():
-        others = pl.Series([False] * hits.height)
-        for other, other_mask in listed.items():
-            if other != column:
-                others = others | other_mask
-        out[column] = {"recall": int(mask.sum()) / total, "only": int((mask & ~others).sum()) / total}
+    for column in SOURCE_TYPES:
+        alone = listed[column] & ~listed.select(pl.any_horizontal(c for c in SOURCE_TYPES if c != column)).to_series()
+        out[column] = {"recall": int(listed[column].sum()) / total, "only": int(alone.sum()) / total}
     return out
 
 
