@@ -11,7 +11,9 @@ same test clicks over all 1,682 items (recsys/loo.py):
   validation NDCG@10; dimension and dropout on validation);
 - text + ID: the same model whose item vectors add a projection of the frozen pretrained encoder's
   vector of "title. Year: … Genres: …" to the ID embedding;
-- text only: no ID embedding at all (every item vector comes from its words).
+- text only: no ID embedding at all (every item vector comes from its words);
+- with --product TOWER…: the product's own text model (`recsys.sequential.product_scorer`: what `recsys train`
+  fits, the shipped defaults or --product-config, with that user tower), every item ranked by p_click.
 
 Reported: test NDCG@10 and HR@10 per system (mean ± se over seeds), paired differences per user of the
 seed-averaged metric (text + ID − each system, se and 95% bootstrap interval), and the same split by users
@@ -75,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also the product's own text model (recsys train's, shipped defaults) with these user towers, one run per seed",
     )
+    parser.add_argument("--product-config", type=Path, default=None, help="a TOML config for the product's rows instead of the defaults")
+    parser.add_argument(
+        "--peers", action=argparse.BooleanOptionalAction, default=True, help="the ID peers and sequence models (default: yes)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
     import torch
 
     from benchmarks.movielens import fetch_ml100k
-    from recsys.contracts.config import Config, ModelConfig
+    from recsys.contracts.config import ModelConfig, load_config
     from recsys.encoder import resolve_encoder, text_vectors
     from recsys.evaluate import paired_difference
     from recsys.loo import cold_test_users, evaluate_scorer, leave_one_out, with_cold_items
@@ -111,44 +117,48 @@ def main(argv: list[str] | None = None) -> int:
     record("popularity", popularity_scorer(split), {})
     ease = tune_ease(split)
     record("EASE", ease.scorer, {"lambda": ease.params["lambda"], "valid_ndcg@10": ease.valid_ndcg})
-    for seed in args.seeds:
-        bpr = tune_bpr(split, seed=seed)
-        record("BPR-MF", bpr.scorer, {"seed": seed, **bpr.params, "valid_ndcg@10": bpr.valid_ndcg})
-
-    max_epochs = 60 if args.quick else 200
-    for name, flags in SEQUENCE_SYSTEMS.items():
-        chosen, first = None, None
-        if args.cold_items > 0 or args.chosen:
-            grid = [CHOSEN[name]]
-        elif args.quick:
-            grid = [{"dim": 64, **GRIDS[name][-1]}]
-        else:
-            grid = [{"dim": d, **g} for d in DIMS for g in GRIDS[name]]
-        for point in grid:
-            config = SequenceConfig(batch_size=32, max_epochs=max_epochs, patience=10, seed=args.seeds[0], **flags, **point)
-            fitted = fit_sequence_model(split, config, text=text)
-            print(f"  {name} {point}: valid {fitted.best_valid_ndcg:.4f} at epoch {fitted.best_epoch} ({fitted.seconds:.0f} s)", flush=True)
-            if first is None or fitted.best_valid_ndcg > first.best_valid_ndcg:
-                chosen, first = config, fitted
+    if args.peers:  # BPR and the sequence models (popularity and EASE take seconds: always)
         for seed in args.seeds:
-            fitted = (
-                first
-                if seed == args.seeds[0]
-                else fit_sequence_model(split, SequenceConfig(**{**chosen.__dict__, "seed": seed}), text=text)
-            )
-            info = {
-                "seed": seed,
-                "dim": chosen.dim,
-                "dropout": chosen.dropout,
-                "id_dropout": chosen.id_dropout,
-                "best_epoch": fitted.best_epoch,
-                "valid_ndcg@10": fitted.best_valid_ndcg,
-            }
-            record(name, scorer(fitted.model, split), {**info, "seconds": round(fitted.seconds, 1)})
+            bpr = tune_bpr(split, seed=seed)
+            record("BPR-MF", bpr.scorer, {"seed": seed, **bpr.params, "valid_ndcg@10": bpr.valid_ndcg})
+
+        max_epochs = 60 if args.quick else 200
+        for name, flags in SEQUENCE_SYSTEMS.items():
+            chosen, first = None, None
+            if args.cold_items > 0 or args.chosen:
+                grid = [CHOSEN[name]]
+            elif args.quick:
+                grid = [{"dim": 64, **GRIDS[name][-1]}]
+            else:
+                grid = [{"dim": d, **g} for d in DIMS for g in GRIDS[name]]
+            for point in grid:
+                config = SequenceConfig(batch_size=32, max_epochs=max_epochs, patience=10, seed=args.seeds[0], **flags, **point)
+                fitted = fit_sequence_model(split, config, text=text)
+                print(
+                    f"  {name} {point}: valid {fitted.best_valid_ndcg:.4f} at epoch {fitted.best_epoch} ({fitted.seconds:.0f} s)",
+                    flush=True,
+                )
+                if first is None or fitted.best_valid_ndcg > first.best_valid_ndcg:
+                    chosen, first = config, fitted
+            for seed in args.seeds:
+                fitted = (
+                    first
+                    if seed == args.seeds[0]
+                    else fit_sequence_model(split, SequenceConfig(**{**chosen.__dict__, "seed": seed}), text=text)
+                )
+                info = {
+                    "seed": seed,
+                    "dim": chosen.dim,
+                    "dropout": chosen.dropout,
+                    "id_dropout": chosen.id_dropout,
+                    "best_epoch": fitted.best_epoch,
+                    "valid_ndcg@10": fitted.best_valid_ndcg,
+                }
+                record(name, scorer(fitted.model, split), {**info, "seconds": round(fitted.seconds, 1)})
 
     for tower in args.product:
         for seed in args.seeds:
-            config = Config().with_seed(seed + 7).replace(model={"user_tower": tower})
+            config = load_config(args.product_config).with_seed(seed + 7).replace(model={"user_tower": tower})
             tic = time.perf_counter()
             score, report = product_scorer(split, events, items, config, encoder_folder=resolve_encoder(config.model))
             record(
@@ -157,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 {"seed": seed + 7, "best_epoch": report["curves"]["best_epoch"], "seconds": round(time.perf_counter() - tic, 1)},
             )
 
-    # Seed-averaged per-user metrics: paired differences over the same 943 users.
+    # Seed-averaged per-user metrics: paired differences over the same 943 users, against text + ID (or,
+    # without the peers, the last product row)
+    reference = HYBRID if HYBRID in per_user else list(per_user)[-1]
     averaged = {name: {m: np.mean([run[m] for run in runs], axis=0) for m in runs[0]} for name, runs in per_user.items()}
     groups = {"all": np.ones(len(split.tied), bool), "tied": split.tied, "not tied": ~split.tied}
     if split.cold is not None:
@@ -174,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     paired = {
         g: {
-            name: paired_difference(averaged[HYBRID]["ndcg@10"][mask], averaged[name]["ndcg@10"][mask])
+            name: paired_difference(averaged[reference]["ndcg@10"][mask], averaged[name]["ndcg@10"][mask])
             for name in per_user
-            if name != HYBRID
+            if name != reference
         }
         for g, mask in groups.items()
     }
@@ -188,13 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "systems": table,
         "runs": details,
-        "paired_ndcg@10_text_id_minus": paired,
+        "paired_reference": reference,
+        "paired_ndcg@10_reference_minus": paired,
         "minutes": round((time.perf_counter() - started) / 60, 1),
     }
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float))
 
-    print(f"\n| system | NDCG@10 | ± se (seeds) | HR@10 | NDCG@10 tied | NDCG@10 not tied | {HYBRID} − system [95% CI] |")
+    print(f"\n| system | NDCG@10 | ± se (seeds) | HR@10 | NDCG@10 tied | NDCG@10 not tied | {reference} − system [95% CI] |")
     print("|---|---|---|---|---|---|---|")
     for name, row in table.items():
         se = f"{row['ndcg@10_se_over_seeds']:.4f}" if row["ndcg@10_se_over_seeds"] is not None else "–"
@@ -204,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {row['ndcg@10']:.4f} | {se} | {row['hr@10']:.4f} | {row['ndcg@10|tied']:.4f} | {row['ndcg@10|not tied']:.4f} | {diff} |"
         )
     if split.cold is not None:
-        print("\n| system | NDCG@10 cold test users | text + ID − system | NDCG@10 warm test users |")
+        print(f"\n| system | NDCG@10 cold test users | {reference} − system | NDCG@10 warm test users |")
         print("|---|---|---|---|")
         for name in table:
             cold, warm = (float(averaged[name]["ndcg@10"][groups[g]].mean()) for g in ("cold test", "warm test"))
