@@ -271,14 +271,20 @@ def _train_text_model(
             shift = torch.zeros(out.click_logit.shape)
             shift[:, 0] = model.position_bias(torch.from_numpy(data.position[rows]))
             out.click_logit = out.click_logit + shift  # the shown slot's position explains part of the click
-            positive = torch.from_numpy(np.where(data.clicked[rows] > 0, local, -1))
+            if config.train.retrieval_negatives == "catalog":
+                # every item is a negative: the bank's items projected now, the batch's own from this step's pass
+                retrieval_items = model.items.project(bank).index_copy(0, torch.from_numpy(batch_items), item_vectors)
+                positive = torch.from_numpy(np.where(data.clicked[rows] > 0, data.exposure_item[rows], -1))
+            else:
+                retrieval_items = item_vectors
+                positive = torch.from_numpy(np.where(data.clicked[rows] > 0, local, -1))
             loss = multitask_loss(
                 model,
                 out,
                 torch.from_numpy(np.concatenate(labels_click, 1)),
                 torch.from_numpy(np.concatenate(labels_buy, 1)),
                 user_vectors,
-                item_vectors,
+                retrieval_items,
                 positive,
                 config,
             )

@@ -51,6 +51,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     retrieval_weight: float = 0.5  # in-batch softmax that makes user·item similarity a retrieval score
     temperature: float = 0.07
+    # the retrieval softmax's negatives: the other items of the step's batch ("batch", 63 of them), or every
+    # item of the catalog ("catalog": the full softmax of sequential recommenders, exact and affordable up to
+    # tens of thousands of items, since item vectors come from the memory bank)
+    retrieval_negatives: str = "batch"
     task_weighting: str = "fixed"  # "fixed" (weights of [[tasks]]) or "uncertainty" (learned, Kendall et al.)
     mlm_epochs: int = 0  # domain-adaptive masked-language-model pretraining on the catalog text first
     keep: str = "best"  # epoch kept: "best" by validation over all epochs, or "best-fine-tuned" (over the fine-tuning ones)
@@ -70,6 +74,7 @@ class RankerConfig:
 
 RETRIEVALS = ("auto", "exact", "ann")
 USER_TOWERS = ("attention", "transformer")
+RETRIEVAL_NEGATIVES = ("batch", "catalog")
 KEEP_RULES = ("best", "best-fine-tuned")
 
 
@@ -246,6 +251,10 @@ def _check(cfg: Config) -> None:
         )
     if cfg.candidates.retrieval not in RETRIEVALS:
         raise ConfigError(f"candidates.retrieval: expected one of {', '.join(RETRIEVALS)}, found {cfg.candidates.retrieval!r}")
+    if cfg.train.retrieval_negatives not in RETRIEVAL_NEGATIVES:
+        raise ConfigError(
+            f"train.retrieval_negatives: expected one of {', '.join(map(repr, RETRIEVAL_NEGATIVES))}, found {cfg.train.retrieval_negatives!r}"
+        )
     if cfg.model.user_tower not in USER_TOWERS:
         raise ConfigError(f"model.user_tower: expected one of {', '.join(map(repr, USER_TOWERS))}, found {cfg.model.user_tower!r}")
     if cfg.model.user_layers < 1:

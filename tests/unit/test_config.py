@@ -56,3 +56,9 @@ def test_user_tower_is_checked():
         config_from_dict({"model": {"user_tower": "gru"}})
     with pytest.raises(ConfigError, match="model.user_layers: must be at least 1"):
         config_from_dict({"model": {"user_layers": 0}})
+
+
+def test_retrieval_negatives_are_checked():
+    assert config_from_dict({"train": {"retrieval_negatives": "catalog"}}).train.retrieval_negatives == "catalog"
+    with pytest.raises(ConfigError, match="train.retrieval_negatives: expected one of 'batch', 'catalog', found 'all'"):
+        config_from_dict({"train": {"retrieval_negatives": "all"}})

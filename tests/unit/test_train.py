@@ -166,3 +166,30 @@ def test_word_bag_trains_through_both_phases_and_exports_with_parity(tiny_shop, 
     export = tmp_path / "export"
     export_model(folder, export, precision="fp32")
     assert np.abs(OnnxInterestModel(export).encode_items(texts) - ref).max() < max(FP32_TOLERANCE, 1e-4)
+
+
+def test_catalog_retrieval_softmax_scores_every_item_with_the_clicked_one_as_target(tiny_shop, tiny_config, tiny_encoder, monkeypatch):
+    """train.retrieval_negatives = "catalog": the retrieval softmax of every step (head and fine-tuning epochs)
+    runs over all N items, each click's target being its own item's row; "batch" keeps the step's items."""
+    import recsys.model
+
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    seen = []
+    original = recsys.model.multitask_loss
+
+    def spy(model, out, clicked, purchased, users, items, positive, config):
+        seen.append((items.shape[0], int(positive.max())))
+        return original(model, out, clicked, purchased, users, items, positive, config)
+
+    monkeypatch.setattr(recsys.model, "multitask_loss", spy)
+    for negatives in ("catalog", "batch"):
+        seen.clear()
+        config = tiny_config.replace(train={"retrieval_negatives": negatives})
+        _, _, report = train_text_model(events, catalog, config, encoder_folder=tiny_encoder)
+        assert np.isfinite(report["curves"]["train_loss"]).all()
+        widths = {width for width, _ in seen}
+        if negatives == "catalog":
+            assert widths == {len(catalog)} and max(top for _, top in seen) >= tiny_config.train.items_per_batch
+        else:
+            assert max(widths) <= tiny_config.train.items_per_batch and all(top < width for width, top in seen)
