@@ -160,12 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             config = load_config(args.product_config).with_seed(seed + 7).replace(model={"user_tower": tower})
             tic = time.perf_counter()
-            score, report = product_scorer(split, events, items, config, encoder_folder=resolve_encoder(config.model))
-            record(
-                f"product text model ({tower})",
-                score,
-                {"seed": seed + 7, "best_epoch": report["curves"]["best_epoch"], "seconds": round(time.perf_counter() - tic, 1)},
-            )
+            scores, report = product_scorer(split, events, items, config, encoder_folder=resolve_encoder(config.model))
+            info = {"seed": seed + 7, "best_epoch": report["curves"]["best_epoch"], "seconds": round(time.perf_counter() - tic, 1)}
+            record(f"product text model ({tower})", scores["p_click"], info)
+            record(f"product text model ({tower}), by similarity", scores["similarity"], info)
 
     # Seed-averaged per-user metrics: paired differences over the same 943 users, against text + ID (or,
     # without the peers, the last product row)

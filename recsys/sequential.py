@@ -127,7 +127,8 @@ def product_scorer(split: LeaveOneOut, events: pl.DataFrame, items: pl.DataFrame
 
     The model learns from the events of the (user, item) pairs of each training sequence (their clicks and
     purchases, with timestamps: its histories are as of each exposure), never from a validation or test click.
-    Returns (score(users, part), the training report)."""
+    Returns ({"p_click": score, "similarity": score}, the training report): each `score(users, part)` ranks
+    every item by that output of the model (p_click, or the user·item similarity the retrieval softmax trains)."""
     from recsys.model_io import TorchInterestModel
     from recsys.train import train_text_model
     from serving.catalog import make_catalog
@@ -145,7 +146,7 @@ def product_scorer(split: LeaveOneOut, events: pl.DataFrame, items: pl.DataFrame
     vectors = interest.encode_items(item_texts(items, split))  # (N + 1, D) in split order; row 0 unused
     length = config.model.history_length
 
-    def score(users: np.ndarray, part: str) -> np.ndarray:
+    def score(users: np.ndarray, part: str, output: int) -> np.ndarray:
         out = np.empty((len(users), split.n_items + 1), np.float32)
         for start in range(0, len(users), 32):
             block = users[start : start + 32]
@@ -156,8 +157,7 @@ def product_scorer(split: LeaveOneOut, events: pl.DataFrame, items: pl.DataFrame
             mask = recent >= 0
             history = vectors[np.where(mask, recent, 0)] * mask[..., None]
             user = interest.user_vectors(history.astype(np.float32), mask.astype(np.float32))
-            p_click, _, _ = interest.score(user, np.broadcast_to(vectors, (len(block), *vectors.shape)).copy())
-            out[start : start + len(block)] = p_click
+            out[start : start + len(block)] = interest.score(user, np.broadcast_to(vectors, (len(block), *vectors.shape)).copy())[output]
         return out
 
-    return score, report
+    return {"p_click": lambda users, part: score(users, part, 0), "similarity": lambda users, part: score(users, part, 2)}, report

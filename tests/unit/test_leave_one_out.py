@@ -170,13 +170,15 @@ def test_product_scorer_learns_only_from_training_clicks_and_ranks_every_item(ti
         return original(train_events, *args, **kwargs)
 
     monkeypatch.setattr(recsys.train, "train_text_model", spy)
-    score, report = product_scorer(split, events, items, tiny_config, encoder_folder=tiny_encoder)
+    scores, report = product_scorer(split, events, items, tiny_config, encoder_folder=tiny_encoder)
     held_out = {
         (split.user_ids[u], split.item_ids[split.target(u, part)]) for u in range(len(split.sequences)) for part in ("valid", "test")
     }
     assert seen["pairs"] and not seen["pairs"] & held_out
     assert report["curves"]["best_epoch"] >= 1
-    metrics = evaluate_scorer(score, split, "test")
-    assert metrics["ndcg@10"].shape == (len(split.sequences),) and np.isfinite(metrics["ndcg@10"]).all()
-    scores = score(np.arange(3), "test")
-    assert scores.shape == (3, split.n_items + 1) and np.isfinite(scores).all()
+    for score in scores.values():
+        metrics = evaluate_scorer(score, split, "test")
+        assert metrics["ndcg@10"].shape == (len(split.sequences),) and np.isfinite(metrics["ndcg@10"]).all()
+    p_click, similarity = scores["p_click"](np.arange(3), "test"), scores["similarity"](np.arange(3), "test")
+    assert p_click.shape == similarity.shape == (3, split.n_items + 1)
+    assert ((p_click > 0) & (p_click < 1)).all() and (np.abs(similarity) <= 1 + 1e-5).all()
