@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peers", action=argparse.BooleanOptionalAction, default=True, help="the ID peers and sequence models (default: yes)"
     )
+    parser.add_argument(
+        "--reference", default=None, help="the system the paired differences are taken against (default: text + ID, else the last row)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Seed-averaged per-user metrics: paired differences over the same 943 users, against text + ID (or,
     # without the peers, the last product row)
-    reference = HYBRID if HYBRID in per_user else list(per_user)[-1]
+    reference = args.reference or (HYBRID if HYBRID in per_user else list(per_user)[-1])
     averaged = {name: {m: np.mean([run[m] for run in runs], axis=0) for m in runs[0]} for name, runs in per_user.items()}
     groups = {"all": np.ones(len(split.tied), bool), "tied": split.tied, "not tied": ~split.tied}
     if split.cold is not None:
