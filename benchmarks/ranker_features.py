@@ -46,6 +46,7 @@ from serving.candidates import (  # noqa: E402
     generate_candidates,
     score_pairs,
     user_vectors,
+    within_user,
 )
 from serving.catalog import make_catalog  # noqa: E402
 from serving.ranking import RANKER_FEATURES, LambdaRanker, with_features  # noqa: E402
@@ -112,11 +113,7 @@ def impression_rows(model, snapshot, candidates: pl.DataFrame, window: pl.DataFr
         pl.lit(0, dtype=pl.Int8).alias("cand_sources"),
     )
     union = pl.concat([candidates.drop("p_click_rank", "p_click_z"), extra.select(candidates.drop("p_click_rank", "p_click_z").columns)])
-    p = pl.col(S.P_CLICK)
-    union = union.with_columns(  # within the user's candidates and impressions together
-        p.rank("ordinal", descending=True).over(S.USER_ID).cast(pl.Int32).alias("p_click_rank"),
-        ((p - p.mean().over(S.USER_ID)) / p.std().over(S.USER_ID)).fill_nan(0.0).fill_null(0.0).alias("p_click_z"),
-    ).select(candidates.columns)
+    union = union.with_columns(within_user(by=S.USER_ID)).select(candidates.columns)  # over candidates and impressions together
     frame = with_features(union, snapshot)
     return frame.join(shown.select(S.USER_ID, S.ITEM_ID, "relevance"), on=[S.USER_ID, S.ITEM_ID], how="inner")
 

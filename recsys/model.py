@@ -90,6 +90,14 @@ class ItemEncoder(nn.Module):
                 p.requires_grad_(False)
 
 
+def history_mean(history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+    """(B, D) mean of the clicked items' vectors, as a (1, L) @ (L, D) product per user: a ReduceSum over
+    the history axis summed in another order when the batch held one user, and a user's vector must be the
+    same bits in any batch (tested)."""
+    mask = history_mask.unsqueeze(1).to(history.dtype)
+    return (mask @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(history.dtype)
+
+
 class UserInterest(nn.Module):
     """Multi-head attention pooling of the user's recent item vectors with a learned query.
 
@@ -124,12 +132,7 @@ class UserInterest(nn.Module):
         scores = scores.masked_fill(~mask.unsqueeze(1), -1e4)
         weights = scores.softmax(dim=-1)
         pooled = (weights.unsqueeze(2) @ values.transpose(1, 2)).reshape(batch, self.dim)  # (B, h, 1, d) → (B, D)
-        # the mean of the clicked items as a (1, L) @ (L, D) product per user, for the same reason (a
-        # ReduceSum over the history axis summed in another order when the batch held one user)
-        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(
-            history.dtype
-        )
-        return F.normalize(self.norm(pooled + self.out(pooled) + mean), dim=-1)  # (B, D)
+        return F.normalize(self.norm(pooled + self.out(pooled) + history_mean(history, history_mask)), dim=-1)  # (B, D)
 
 
 class _SelfAttentionBlock(nn.Module):
@@ -188,10 +191,7 @@ class SequenceInterest(nn.Module):
         mask = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=history.device), history_mask.bool()], dim=1)
         for block in self.blocks:
             tokens = block(tokens, mask)
-        mean = (history_mask.unsqueeze(1).to(history.dtype) @ history).squeeze(1) / history_mask.sum(1, keepdim=True).clamp(min=1).to(
-            history.dtype
-        )
-        return F.normalize(self.norm(tokens[:, 0] + mean), dim=-1)  # (B, D)
+        return F.normalize(self.norm(tokens[:, 0] + history_mean(history, history_mask)), dim=-1)  # (B, D)
 
 
 @dataclass

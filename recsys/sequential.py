@@ -133,11 +133,9 @@ def product_scorer(split: LeaveOneOut, events: pl.DataFrame, items: pl.DataFrame
     from recsys.train import train_text_model
     from serving.catalog import make_catalog
 
+    trains = [split.train(u) for u in range(len(split.sequences))]
     pairs = pl.DataFrame(
-        {
-            S.USER_ID: np.repeat(split.user_ids, [len(split.train(u)) for u in range(len(split.sequences))]),
-            S.ITEM_ID: split.item_ids[np.concatenate([split.train(u) for u in range(len(split.sequences))])],
-        }
+        {S.USER_ID: np.repeat(split.user_ids, [len(t) for t in trains]), S.ITEM_ID: split.item_ids[np.concatenate(trains)]}
     ).with_columns(pl.col(S.USER_ID).cast(events[S.USER_ID].dtype), pl.col(S.ITEM_ID).cast(events[S.ITEM_ID].dtype))
     train_events = events.join(pairs, on=[S.USER_ID, S.ITEM_ID], how="semi")
     catalog = make_catalog(items)

@@ -295,6 +295,15 @@ def score_pairs(
     return tuple(out)
 
 
+def within_user(by: str) -> list[pl.Expr]:
+    """The WITHIN_USER_COLUMNS: p_click's rank and z-score among the rows of one user (`by`)."""
+    p = pl.col(S.P_CLICK)
+    return [
+        p.rank("ordinal", descending=True).over(by).cast(pl.Int32).alias("p_click_rank"),
+        ((p - p.mean().over(by)) / p.std().over(by)).fill_nan(0.0).fill_null(0.0).alias("p_click_z"),
+    ]
+
+
 def _seen_lists(snapshot: Snapshot, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row in block, item index) of every seen pair of the block's users."""
     seen_users = snapshot.seen["user_index"].to_numpy()
@@ -400,9 +409,5 @@ def _candidates_for_block(model, snapshot: Snapshot, block: pl.DataFrame, config
         pl.Series("user_index", user_index[rows]),
         pl.Series(S.USER_ID, block[S.USER_ID].gather(rows)),
     )
-    p = pl.col(S.P_CLICK)
-    cand = cand.with_columns(  # a block holds all of a user's candidates
-        p.rank("ordinal", descending=True).over("row").cast(pl.Int32).alias("p_click_rank"),
-        ((p - p.mean().over("row")) / p.std().over("row")).fill_nan(0.0).fill_null(0.0).alias("p_click_z"),
-    )
+    cand = cand.with_columns(within_user(by="row"))  # a block holds all of a user's candidates
     return cand.select(S.USER_ID, S.ITEM_ID, "user_index", "item_index", *SOURCE_COLUMNS, *MODEL_COLUMNS)
