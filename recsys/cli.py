@@ -44,7 +44,15 @@ def guarded(func):
             note_signal(signum)  # if this raise is swallowed, the next rename into a destination raises it
             raise Interrupted(signum)
 
+        def unraisable(info):
+            # the handler's raise landed in a finaliser (a `__del__`, a weakref callback), where Python prints
+            # it as "Exception ignored … Traceback" and runs on: the signal is noted and the next rename into a
+            # destination raises it (`raise_if_interrupted`), so it is not printed; anything else is
+            if not isinstance(info.exc_value, Interrupted):
+                previous_hook(info)
+
         previous = {name: signal.signal(name, stop) for name in (signal.SIGTERM, signal.SIGINT)}
+        previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
         try:
             return func(*args, **kwargs)
         except RecsysError as exc:
@@ -54,6 +62,7 @@ def guarded(func):
             raise typer.Exit(exc.exit_code) from None
         finally:
             clear_signals()
+            sys.unraisablehook = previous_hook
             for name, handler in previous.items():
                 signal.signal(name, handler)
 
