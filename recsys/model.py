@@ -309,10 +309,13 @@ def multitask_loss(
     batch_item_vectors: torch.Tensor | None,
     positive_item: torch.Tensor | None,
     config: Config,
+    scales: dict[str, float] | None = None,
 ) -> LossOutput:
     """ESMM click + click-and-purchase losses over all exposures, plus an in-batch retrieval softmax.
 
     `positive_item` (E,) indexes `batch_item_vectors` (M, D) for each exposure, -1 where not clicked.
+    `scales` multiplies named terms in the total (a data-parallel replica's share of its batch:
+    `recsys.train._replica_share`); `parts` stay unscaled.
     """
     losses: dict[str, torch.Tensor] = {}
     losses["click"] = F.binary_cross_entropy_with_logits(out.click_logit, clicked)
@@ -329,6 +332,7 @@ def multitask_loss(
     weights = {t.name: t.weight for t in config.tasks} | {"retrieval": config.train.retrieval_weight}
     total = torch.zeros((), dtype=out.click_logit.dtype)
     for name, loss in losses.items():
+        loss = loss * scales.get(name, 1.0) if scales else loss
         if config.train.task_weighting == "uncertainty":
             log_var = model.task_log_vars[name]
             total = total + torch.exp(-log_var) * loss + log_var

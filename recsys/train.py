@@ -140,8 +140,9 @@ def train_text_model(
 
     Bit-reproducible on CPU for the same inputs, config and `train.seed` (`recsys.model_io.deterministic`).
     `replica` = (rank, world) for data-parallel training in an initialised `torch.distributed` group:
-    every replica starts from the same weights (same seed), takes every world-th batch of the epoch and
-    applies the gradient averaged over all replicas, so all stay identical.
+    every replica starts from the same weights (same seed), draws the same batches, takes its share of each
+    (`_replica_share`) and applies the gradient averaged over all replicas, so all stay identical and take
+    the steps one process would.
     """
     configure_threads(config.train.threads)
     with deterministic(config.train.seed):
@@ -190,11 +191,8 @@ def _train_text_model(
     train_rows, valid_rows = np.arange(split), np.arange(split, n)
     rng = np.random.default_rng(config.train.seed)
     rank, world = replica
-    # one replica: one stream, as always. Several: the epoch's batches from a stream every replica shares,
-    # negatives from each replica's own
-    batch_rng = rng if world == 1 else np.random.default_rng([config.train.seed, 1_000_003])
-    if world > 1:
-        rng = np.random.default_rng([config.train.seed, rank])
+    # every replica draws the same stream as a single process: the same batches, the same negatives
+    # (`_replica_share` then gives each its part of every batch)
 
     encoder_params = [p for p in model.items.encoder.parameters() if p.requires_grad]
     other_params = [
@@ -209,7 +207,7 @@ def _train_text_model(
     optimizer = torch.optim.AdamW(groups, weight_decay=config.train.weight_decay)
     total_epochs = config.train.head_epochs + config.train.epochs
     head_epochs = config.train.head_epochs if encoder_params else total_epochs
-    steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch) // world)
+    steps_per_epoch = max(1, math.ceil(len(np.unique(data.exposure_item[train_rows])) / config.train.items_per_batch))
     total_steps = steps_per_epoch * total_epochs
     # one schedule per group (docs/ARCHITECTURE.md, "Training"): the heads warm up and decay over every
     # epoch; the encoder, idle while the heads learn, warms up and decays over the fine-tuning epochs
@@ -244,26 +242,26 @@ def _train_text_model(
             model.load_state_dict(best["state"])  # the encoder has not moved yet: the memory bank still holds
         model.train()
         losses = []
-        batches = _epoch_batches(data, config, batch_rng, train_rows)
-        if world > 1:  # every replica takes the same number of steps: the remainder of the epoch is left out
-            batches = batches[rank : (len(batches) // world) * world : world]
-        for batch_items, rows in batches:
+        for batch_items, batch_rows in _epoch_batches(data, config, rng, train_rows):
             if fine_tune:
-                tokens = tokenizer.pad([data.item_tokens[i] for i in batch_items])
-                pooled = model.items.pooled(torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask))
+                pooled = _pooled_batch(model, tokenizer, data, batch_items, replica)
             else:
                 pooled = bank[torch.from_numpy(batch_items)]
             item_vectors = model.items.project(pooled)  # (M, D)
-            local = _lookup(batch_items, data.exposure_item[rows])
+            local = _lookup(batch_items, data.exposure_item[batch_rows])
+            neg = None
+            if data.sample_negatives and len(batch_items) > 1:
+                k = config.train.negatives_per_positive
+                neg = rng.integers(0, len(batch_items) - 1, size=(len(batch_rows), k))
+                neg = neg + (neg >= local[:, None])  # skip the exposure's own item
+            mine, scales = _replica_share(data, batch_rows, replica)
+            rows, local = batch_rows[mine], local[mine]
             user_vectors = _user_vectors(model, bank, data.history[rows])  # (E, D)
             candidates = [local[:, None]]
             labels_click = [data.clicked[rows][:, None]]
             labels_buy = [data.purchased[rows][:, None]]
-            if data.sample_negatives and len(batch_items) > 1:
-                k = config.train.negatives_per_positive
-                neg = rng.integers(0, len(batch_items) - 1, size=(len(rows), k))
-                neg = neg + (neg >= local[:, None])  # skip the exposure's own item
-                candidates.append(neg)
+            if neg is not None:
+                candidates.append(neg[mine])
                 labels_click.append(np.zeros((len(rows), k), np.float32))
                 labels_buy.append(np.zeros((len(rows), k), np.float32))
             cand = torch.from_numpy(np.concatenate(candidates, 1))  # (E, 1+k)
@@ -287,7 +285,10 @@ def _train_text_model(
                 retrieval_items,
                 positive,
                 config,
+                scales=scales,
             )
+            if len(rows) == 0:  # a batch too small to give this replica an exposure: a zero gradient, in step with the others
+                loss.total = item_vectors.sum() * 0.0
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             if world > 1:
@@ -349,6 +350,49 @@ def validation_score(valid: dict[str, float]) -> float:
     if not math.isfinite(click):
         return -math.inf
     return click + 1e-3 * (buy if math.isfinite(buy) else 0.0)
+
+
+def _replica_share(data: TrainingData, rows: np.ndarray, replica: tuple[int, int]) -> tuple[np.ndarray | slice, dict[str, float] | None]:
+    """(this replica's part of a batch's exposure rows, its loss scales). Data parallelism splits each batch:
+    replica r takes rows r, r + world, … and weighs each loss term by world × its share of the batch's
+    terms (rows for click and purchase, clicks for retrieval), so that the gradient averaged over the
+    replicas is the gradient of the whole batch's loss: the same steps, batches and negatives as one
+    process, at one replica's share of the work. Only dropout masks and the order of sums differ. Taking
+    whole batches per replica instead doubled the batch and halved the steps at the same learning rate
+    (valid purchase AUC −0.031 with two workers: benchmarks/RESULTS.md)."""
+    rank, world = replica
+    if world == 1:
+        return slice(None), None
+    mine = np.arange(rank, len(rows), world)
+    clicks = data.clicked[rows] > 0
+    share = world * len(mine) / max(len(rows), 1)
+    return mine, {"click": share, "purchase": share, "retrieval": world * clicks[mine].sum() / max(clicks.sum(), 1)}
+
+
+def _pooled_batch(model, tokenizer: ItemTokenizer, data: TrainingData, batch_items: np.ndarray, replica: tuple[int, int]):
+    """Pooled encoder outputs of a fine-tuning batch's items (M, H), with gradients. With several replicas
+    each encodes items r, r + world, … (its slice padded to an equal length) and the slices are gathered
+    with `torch.distributed.nn.functional.all_gather`, whose backward returns to each replica the gradient
+    of every replica's loss through its own items: the encoder's work is divided, its gradient is whole."""
+    torch = _torch()
+    rank, world = replica
+
+    def encode(items: np.ndarray):
+        tokens = tokenizer.pad([data.item_tokens[i] for i in items])
+        return model.items.pooled(torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask))
+
+    if world == 1:
+        return encode(batch_items)
+    from torch.distributed.nn.functional import all_gather
+
+    width = -(-len(batch_items) // world)
+    pieces = [batch_items[r::world] for r in range(world)]
+    own = pieces[rank]
+    gathered = all_gather(encode(np.concatenate([own, np.repeat(batch_items[:1], width - len(own))])))  # world × (width, H)
+    order = np.concatenate([r * width + np.arange(len(piece)) for r, piece in enumerate(pieces)])  # slice order
+    position = np.empty(len(batch_items), np.int64)
+    position[np.concatenate([np.arange(r, len(batch_items), world) for r in range(world)])] = order
+    return torch.cat(gathered)[torch.from_numpy(position)]
 
 
 def _lookup(batch_items: np.ndarray, items: np.ndarray) -> np.ndarray:

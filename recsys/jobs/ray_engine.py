@@ -206,8 +206,8 @@ def train_text_model_on_ray(
     cluster: Cluster, events, catalog, config, *, encoder_folder: Path, warm_start: Path | None, scratch: Path, log=lambda message: None
 ):
     """The text model fine-tuned data-parallel by Ray Train's TorchTrainer (`engine.workers` replicas,
-    gloo on CPU, NCCL on GPU): every replica runs `recsys.train.train_text_model` on every world-th
-    batch with gradients averaged across replicas; replica 0 reports the weights as a safetensors
+    gloo on CPU, NCCL on GPU): every replica runs `recsys.train.train_text_model` on its share of every
+    batch with gradients averaged across replicas (the steps one process takes); replica 0 reports the weights as a safetensors
     checkpoint, which becomes the returned model. Returns (model, tokenizer, report) like the local one."""
     ray = cluster.ray
     from ray.train import Checkpoint, RunConfig, ScalingConfig

@@ -178,9 +178,9 @@ def test_catalog_retrieval_softmax_scores_every_item_with_the_clicked_one_as_tar
     seen = []
     original = recsys.model.multitask_loss
 
-    def spy(model, out, clicked, purchased, users, items, positive, config):
+    def spy(model, out, clicked, purchased, users, items, positive, config, **options):
         seen.append((items.shape[0], int(positive.max())))
-        return original(model, out, clicked, purchased, users, items, positive, config)
+        return original(model, out, clicked, purchased, users, items, positive, config, **options)
 
     monkeypatch.setattr(recsys.model, "multitask_loss", spy)
     for negatives in ("catalog", "batch"):
