@@ -57,12 +57,14 @@ class LambdaRanker:
         self.feature_names = list(feature_names)
         self.threads = threads
 
-    def fit(self, frame: pl.DataFrame, *, map_folds=None) -> LambdaRanker:
+    def fit(self, frame: pl.DataFrame, *, map_folds=None, fit_final=None) -> LambdaRanker:
         """`frame`: one row per (user, candidate) with the features and a `relevance` column.
 
         `map_folds(fold_curve, shared, folds)` runs the cross-validation folds — `fold_curve(*shared, k)` is
         fold k's validation NDCG@10 curve — and returns their curves in order; the default runs them here
         one after another, the Ray engine as parallel tasks. Each fold is deterministic: the same model.
+        `fit_final(frame, feature_names, params, rounds)` trains the model on every user and returns the
+        LightGBM booster; the default trains it here, the Ray engine can train it data-parallel.
         """
         import lightgbm as lgb
 
@@ -86,7 +88,10 @@ class LambdaRanker:
         curves = (map_folds or _map_here)(fold_curve, shared, folds)
         curve = np.mean(np.asarray(curves), axis=0)
         best = int(np.argmax(curve)) + 1
-        self.booster_ = lgb.train(params, _dataset(frame, np.ones(frame.height, dtype=bool), self.feature_names), num_boost_round=best)
+        if fit_final is None:
+            self.booster_ = lgb.train(params, _dataset(frame, np.ones(frame.height, dtype=bool), self.feature_names), num_boost_round=best)
+        else:
+            self.booster_ = fit_final(frame, self.feature_names, params, best)
         self.metrics_ = {
             "users": int(len(users)),
             "queries": int(frame.select(keys).n_unique()),
@@ -171,6 +176,20 @@ def _query_keys(frame: pl.DataFrame) -> list[str]:
 
 def _map_here(run, shared: tuple, folds: int) -> list:
     return [run(*shared, k) for k in range(folds)]
+
+
+def query_shard(frame: pl.DataFrame, rank: int, world: int) -> pl.DataFrame:
+    """Shard `rank` of `world` of a ranker frame sorted by query: every `world`-th query (cutoff × user), so
+    a query's rows stay together (LambdaRank compares a query's rows with each other) and the shards hold
+    similar numbers of queries."""
+    keys = _query_keys(frame)
+    number = frame.select(pl.struct(keys).rank("dense") - 1).to_series()
+    return frame.filter(number % world == rank)
+
+
+def dataset(frame: pl.DataFrame, feature_names: list[str]):
+    """A LightGBM dataset of a whole ranker frame (sorted by query), grouped by query."""
+    return _dataset(frame, np.ones(frame.height, dtype=bool), feature_names)
 
 
 def _dataset(frame: pl.DataFrame, mask: np.ndarray, feature_names: list[str], reference=None):

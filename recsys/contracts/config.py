@@ -126,6 +126,10 @@ class EngineConfig:
     cpus_per_worker: int = 1  # Ray CPUs per actor, and its ONNX Runtime / LightGBM threads
     gpus_per_worker: float = 0.0  # > 0: actors run on GPU nodes, ONNX Runtime on CUDA
     batch_users: int = 2000  # users per block: one Parquet part, one unit of retry and resume
+    # ≥ 2: `recsys train --engine ray` fits the ranker's final model with LightGBM's data-parallel learner on
+    # this many Ray workers, queries sharded by user (for ranker frames too large for one machine); 0: on
+    # the job's machine, byte for byte the local model (its cross-validation folds run on Ray either way)
+    ranker_workers: int = 0
     object_store_mb: int = 0  # the object store of a Ray started in this process; 0 = Ray's default
 
 
@@ -243,6 +247,8 @@ def _check(cfg: Config) -> None:
             "engine: workers, cpus_per_worker and batch_users must be at least 1 and gpus_per_worker not negative, found "
             f"{cfg.engine.workers}, {cfg.engine.cpus_per_worker}, {cfg.engine.batch_users}, {cfg.engine.gpus_per_worker}"
         )
+    if cfg.engine.ranker_workers < 0 or cfg.engine.ranker_workers == 1:
+        raise ConfigError(f"engine.ranker_workers: 0 (the job's machine) or at least 2, found {cfg.engine.ranker_workers}")
     windows = cfg.windows
     if windows.ranker_days <= 0 or windows.ranker_cutoffs < 1 or not 0 <= windows.label_days <= windows.ranker_days:
         raise ConfigError(

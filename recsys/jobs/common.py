@@ -180,9 +180,11 @@ def train_model_dir(
     if cluster is None:
         ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame)
     else:
-        from recsys.jobs.ray_engine import fold_mapper
+        from recsys.jobs.ray_engine import fold_mapper, ranker_fitter
 
-        ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame, map_folds=fold_mapper(cluster))
+        workers = config.engine.ranker_workers
+        fit_final = ranker_fitter(cluster, workers) if workers >= 2 else None
+        ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame, map_folds=fold_mapper(cluster), fit_final=fit_final)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
     log(
         f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks"

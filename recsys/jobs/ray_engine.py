@@ -311,3 +311,66 @@ def fold_mapper(cluster: Cluster):
         return ray.get([one.remote(reference, k) for k in range(folds)])
 
     return map_folds
+
+
+def ranker_fitter(cluster: Cluster, workers: int):
+    """`LambdaRanker.fit(fit_final=...)` as LightGBM's own data-parallel training (`tree_learner = "data"`)
+    on `workers` Ray workers through Ray Train's `LightGBMTrainer`, which sets up LightGBM's network between
+    them (`get_network_params`). Rows are not shared out as they come (Ray Data's split would cut queries):
+    each worker takes every `workers`-th query of the frame (`serving.ranking.query_shard`), so LambdaRank
+    sees each user's candidates together, and LightGBM sums the workers' histograms at each split. Bin
+    edges come from each worker's own sample, so the model is not the local one to the byte; same quality
+    (tested). For frames too large for one machine: `engine.ranker_workers` (0: the final fit runs in the job)."""
+    ray = cluster.ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.lightgbm import LightGBMTrainer
+
+    engine = cluster.engine
+
+    def fit_final(frame, feature_names, params, rounds):
+        import tempfile
+
+        import lightgbm as lgb
+
+        shared = ray.put(frame)
+
+        def loop(settings: dict) -> None:
+            import ray.train
+            from ray.train.lightgbm import get_network_params
+
+            from serving.ranking import dataset, query_shard
+
+            context = ray.train.get_context()
+            rank, world = context.get_world_rank(), context.get_world_size()
+            part = query_shard(ray.get(settings["frame"][0]), rank, world)
+            network = {"tree_learner": "data", "pre_partition": True, "num_threads": settings["threads"], **get_network_params()}
+            booster = lgb.train(settings["params"] | network, dataset(part, settings["features"]), num_boost_round=settings["rounds"])
+            model = booster.model_to_string()
+            booster.free_network()
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as folder:
+                    (Path(folder) / "ranker.txt").write_text(model, encoding="utf-8")
+                    ray.train.report({"rows": part.height}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            else:
+                ray.train.report({"rows": part.height})
+
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = LightGBMTrainer(
+                loop,
+                train_loop_config={
+                    "frame": [shared],
+                    "features": list(feature_names),
+                    "params": dict(params),
+                    "rounds": rounds,
+                    "threads": engine.cpus_per_worker,
+                },
+                scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": engine.cpus_per_worker}),
+                run_config=RunConfig(storage_path=scratch, name="ranker"),
+            )
+            result = trainer.fit()
+            if result.error:
+                raise result.error
+            with result.checkpoint.as_directory() as folder:
+                return lgb.Booster(model_str=(Path(folder) / "ranker.txt").read_text(encoding="utf-8"))
+
+    return fit_final

@@ -62,3 +62,10 @@ def test_retrieval_negatives_are_checked():
     assert config_from_dict({"train": {"retrieval_negatives": "catalog"}}).train.retrieval_negatives == "catalog"
     with pytest.raises(ConfigError, match="train.retrieval_negatives: expected one of 'batch', 'catalog', found 'all'"):
         config_from_dict({"train": {"retrieval_negatives": "all"}})
+
+
+def test_ranker_workers_are_checked():
+    assert config_from_dict({"engine": {"ranker_workers": 4}}).engine.ranker_workers == 4
+    for bad in (1, -2):  # one worker would be the job's own fit with a network round it
+        with pytest.raises(ConfigError, match=f"engine.ranker_workers: 0 .* or at least 2, found {bad}"):
+            config_from_dict({"engine": {"ranker_workers": bad}})
