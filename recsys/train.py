@@ -178,6 +178,12 @@ def _train_text_model(
         from recsys.pretrain import adapt_encoder
 
         encoder_folder = adapt_encoder(encoder_folder, item_texts(catalog.items), config, progress=progress)
+    if config.train.contrastive_epochs > 0 and model is None:
+        from recsys.pretrain import adapt_encoder_contrastive
+
+        encoder_folder = adapt_encoder_contrastive(
+            encoder_folder, catalog.items, events, item_texts(catalog.items), config, progress=progress
+        )
     if model is None:
         model = build_model(config, encoder_folder)
     data = build_training_data(events, catalog, tokenizer, config)

@@ -57,6 +57,8 @@ class TrainConfig:
     retrieval_negatives: str = "batch"
     task_weighting: str = "fixed"  # "fixed" (weights of [[tasks]]) or "uncertainty" (learned, Kendall et al.)
     mlm_epochs: int = 0  # domain-adaptive masked-language-model pretraining on the catalog text first
+    # domain-adaptive contrastive pretraining first: title ↔ description, consecutive clicks (recsys.pretrain)
+    contrastive_epochs: int = 0
     keep: str = "best"  # epoch kept: "best" by validation over all epochs, or "best-fine-tuned" (over the fine-tuning ones)
     threads: int = 0  # torch threads; 0 = all cores
 

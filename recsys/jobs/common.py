@@ -151,8 +151,10 @@ def train_model_dir(
     else:
         from recsys.jobs.ray_engine import train_text_model_on_ray
 
-        if config.train.mlm_epochs > 0:
-            raise RecsysError("--engine ray: train.mlm_epochs > 0 (masked-LM pretraining) runs only with --engine local")
+        if config.train.mlm_epochs > 0 or config.train.contrastive_epochs > 0:
+            raise RecsysError(
+                "--engine ray: train.mlm_epochs or train.contrastive_epochs > 0 (domain-adaptive pretraining) runs only with --engine local"
+            )
         with tempfile.TemporaryDirectory(prefix="recsys-ray-train-") as scratch:
             model, tokenizer, text_report = train_text_model_on_ray(
                 cluster,
