@@ -49,6 +49,7 @@ from serving.candidates import (  # noqa: E402
     within_user,
 )
 from serving.catalog import make_catalog  # noqa: E402
+from serving.history import to_seconds  # noqa: E402
 from serving.ranking import RANKER_FEATURES, LambdaRanker, with_features  # noqa: E402
 from serving.text import item_texts  # noqa: E402
 
@@ -118,6 +119,74 @@ def impression_rows(model, snapshot, candidates: pl.DataFrame, window: pl.DataFr
     return frame.join(shown.select(S.USER_ID, S.ITEM_ID, "relevance"), on=[S.USER_ID, S.ITEM_ID], how="inner")
 
 
+# the sequence models (recsys.model.SequenceRecommender) whose next-click scores become ranker features:
+# prefix → (SequenceConfig changes); all fit on the clicks before the ranker window, as the text model is
+SEQUENCE_MODELS = {
+    "seq": {"use_text": True, "use_ids": True, "id_dropout": 0.1},  # text + ID
+    "seqid": {"use_text": False, "use_ids": True},  # SASRec: IDs only
+    "seqtext": {"use_text": True, "use_ids": False},  # text only
+}
+
+
+def fit_sequence(snapshot, vectors: np.ndarray, changes: dict, seed: int):
+    """A sequence model on every user's clicks before the snapshot's cutoff (its `ClickLog`, the product's
+    histories), items indexed by catalog index + 1, item text = the exported text model's item vectors.
+
+    `recsys.sequential.fit_sequence_model` holds out each sequence's last two clicks; the last click is
+    repeated so that it holds out only one: training stops one click short of each user's last, which is
+    the validation target for early stopping (the repeated "test" target is never read). Items that do not
+    exist at the cutoff are nobody's negative."""
+    import torch
+
+    from recsys.loo import LeaveOneOut
+    from recsys.sequential import SequenceConfig, fit_sequence_model
+
+    log = snapshot.log
+    sequences = np.split(log.items + 1, np.flatnonzero(np.diff(log.users)) + 1) if len(log) else []
+    sequences = [np.append(s, s[-1]) for s in sequences if len(s) >= 2]
+    n = len(vectors)
+    split = LeaveOneOut(
+        user_ids=np.arange(len(sequences)),
+        item_ids=np.arange(n + 1),
+        sequences=sequences,
+        tied=np.zeros(len(sequences), bool),
+        cold=np.concatenate([[False], ~snapshot.available]),
+    )
+    text = torch.from_numpy(np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors]))
+    config = SequenceConfig(max_len=50, max_epochs=100, patience=10, seed=seed, **changes)
+    fitted = fit_sequence_model(split, config, text=text)
+    return fitted
+
+
+def sequence_features(frame: pl.DataFrame, snapshot, model, prefix: str) -> pl.DataFrame:
+    """`{prefix}_score`: the sequence model's next-click score of each candidate after the user's clicks
+    before the snapshot's cutoff (null for a user with none), and `{prefix}_z`: its z-score among the user's
+    candidates."""
+    import torch
+
+    users = np.unique(frame["user_index"].to_numpy())
+    users = users[users >= 0]
+    times = np.full(len(users), to_seconds(snapshot.cutoff), np.int64)
+    recent = snapshot.log.histories(users, times, model.max_len)  # most recent first, -1 padded
+    sequences = np.ascontiguousarray(np.where(recent >= 0, recent + 1, 0)[:, ::-1])  # left-padded, in time order
+    with torch.no_grad():
+        model.eval()
+        table = model.item_vectors()
+        scores = (model.states(torch.from_numpy(sequences), table)[:, -1] @ table.T).numpy() if len(users) else np.zeros((0, 1))
+    has = (recent >= 0).any(1)
+    u, i = frame["user_index"].to_numpy(), frame["item_index"].to_numpy()
+    row = np.searchsorted(users, u)
+    known = (u >= 0) & (row < len(users))
+    known[known] &= users[row[known]] == u[known]
+    known[known] &= has[row[known]]
+    value = np.full(len(u), np.nan)
+    value[known] = scores[row[known], i[known] + 1]
+    score = pl.col(f"{prefix}_score")
+    return frame.with_columns(pl.Series(f"{prefix}_score", value, nan_to_null=True)).with_columns(
+        ((score - score.mean().over(S.USER_ID)) / score.std().over(S.USER_ID)).fill_nan(0.0).alias(f"{prefix}_z")
+    )
+
+
 def _fit_predict(config, names, train, test, seeds=(None,)):
     """Mean of the rankers' scores over `seeds` (None: the config's own)."""
     scores = []
@@ -138,14 +207,31 @@ VARIANTS = {  # name: (feature names, ranker config changes, ranker seeds averag
     "bag5-no-text": (NO_TEXT, {}, BAG),
     "centroid": ([*BASE, "sim_centroid"], {}, (None,)),
     "small-trees": (BASE, {"num_leaves": 7, "min_data_in_leaf": 100}, (None,)),
+    "slow": (BASE, {"learning_rate": 0.02, "n_estimators": 500}, (None,)),  # one model, smaller steps: what bagging buys?
+    "bag3": (BASE, {}, BAG[:3]),
+    "bag3-no-text": (NO_TEXT, {}, BAG[:3]),
     # taught by what was shown and what became of it (`impression_rows`), not by clicks on candidates
     "impressions": (BASE, {}, (None,), "impressions"),
     "impressions-no-text": (NO_TEXT, {}, (None,), "impressions"),
     "impressions-bag5": (BASE, {}, BAG, "impressions"),
+    # the sequence models' next-click scores as ranker features (SEQUENCE_MODELS)
+    **{
+        f"{prefix}{bag}": ([*BASE, f"{prefix}_score", f"{prefix}_z"], {}, seeds)
+        for prefix in SEQUENCE_MODELS
+        for bag, seeds in (("", (None,)), ("-bag5", BAG))
+    },
 }
 # paired contrasts reported beside every variant − base: what the text model's features are worth to one
 # ranker, and to the mean of five (ranker seeds 7-11: the ranker's own training noise averaged away)
-CONTRASTS = (("base", "no-text"), ("bag5", "bag5-no-text"), ("impressions", "impressions-no-text"))
+CONTRASTS = (
+    ("base", "no-text"),
+    ("bag5", "bag5-no-text"),
+    ("impressions", "impressions-no-text"),
+    ("bag3", "bag3-no-text"),
+    ("seq-bag5", "bag5"),  # what a text + ID sequence model adds to the shipped ranker
+    ("seq-bag5", "seqid-bag5"),  # what text adds inside the sequence model
+    ("seqtext-bag5", "bag5"),
+)
 
 
 def one_run(run: Path, shop: Path, chosen: list[str]) -> dict:
@@ -169,6 +255,15 @@ def one_run(run: Path, shop: Path, chosen: list[str]) -> dict:
     train_snapshot = build_snapshot(catalog, vectors, before, data.items, cutoff=t1, config=config.candidates)
     train = centroid_features(train, train_snapshot, vectors)
     test = centroid_features(test, snapshot, vectors)
+    for prefix, changes in SEQUENCE_MODELS.items():
+        if any(name.startswith(f"{prefix}-") or name == prefix for name in chosen):
+            fitted = fit_sequence(train_snapshot, vectors, changes, seed)
+            print(
+                f"{run.name}: {prefix} best epoch {fitted.best_epoch}, valid NDCG@10 {fitted.best_valid_ndcg:.4f}, {fitted.seconds:.0f} s",
+                flush=True,
+            )
+            train = sequence_features(train, train_snapshot, fitted.model, prefix)
+            test = sequence_features(test, snapshot, fitted.model, prefix)
     frames = {"candidates": train}
     variants = {"base": (BASE, {}, (None,))} | {name: VARIANTS[name] for name in chosen}
     if any(v[3:] == ("impressions",) for v in variants.values()):

@@ -82,8 +82,13 @@ def adapt_encoder(encoder_folder: Path, texts: list[str], config: Config, *, pro
             step += 1
             if progress:
                 progress("pretrain (MLM)", step, steps)
+    return _save_encoder(mlm.base_model, encoder_folder, out_folder)
+
+
+def _save_encoder(encoder, encoder_folder: Path, out_folder: Path | None) -> Path:
+    """The adapted encoder and the original tokenizer in `out_folder` (a new temporary folder if None)."""
     out = out_folder or Path(tempfile.mkdtemp(prefix="recsys-dapt-"))
-    mlm.base_model.save_pretrained(str(out), safe_serialization=True)
+    encoder.save_pretrained(str(out), safe_serialization=True)
     (out / "tokenizer.json").write_bytes((encoder_folder / "tokenizer.json").read_bytes())
     return out
 
@@ -190,7 +195,4 @@ def adapt_encoder_contrastive(
             step += 1
             if progress:
                 progress("pretrain (contrastive)", step, steps)
-    out = out_folder or Path(tempfile.mkdtemp(prefix="recsys-dapt-"))
-    encoder.save_pretrained(str(out), safe_serialization=True)
-    (out / "tokenizer.json").write_bytes((encoder_folder / "tokenizer.json").read_bytes())
-    return out
+    return _save_encoder(encoder, encoder_folder, out_folder)
