@@ -72,6 +72,9 @@ class RankerConfig:
     cv_folds: int = 4  # user-level folds that choose the number of trees (up to n_estimators)
     lambda_l2: float = 1.0
     seed: int = 7
+    # rankers with seeds seed, seed + 1, … averaged into one model (serving.ranking.average_boosters): less
+    # of one ranker's training noise, at `bag` times the trees to score
+    bag: int = 1
 
 
 RETRIEVALS = ("auto", "exact", "ann")
@@ -249,6 +252,8 @@ def _check(cfg: Config) -> None:
             "engine: workers, cpus_per_worker and batch_users must be at least 1 and gpus_per_worker not negative, found "
             f"{cfg.engine.workers}, {cfg.engine.cpus_per_worker}, {cfg.engine.batch_users}, {cfg.engine.gpus_per_worker}"
         )
+    if cfg.ranker.bag < 1:
+        raise ConfigError(f"ranker.bag: at least 1 (one ranker), found {cfg.ranker.bag}")
     if cfg.engine.ranker_workers < 0 or cfg.engine.ranker_workers == 1:
         raise ConfigError(f"engine.ranker_workers: 0 (the job's machine) or at least 2, found {cfg.engine.ranker_workers}")
     windows = cfg.windows

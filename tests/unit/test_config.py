@@ -69,3 +69,9 @@ def test_ranker_workers_are_checked():
     for bad in (1, -2):  # one worker would be the job's own fit with a network round it
         with pytest.raises(ConfigError, match=f"engine.ranker_workers: 0 .* or at least 2, found {bad}"):
             config_from_dict({"engine": {"ranker_workers": bad}})
+
+
+def test_ranker_bag_is_checked():
+    assert config_from_dict({"ranker": {"bag": 5}}).ranker.bag == 5
+    with pytest.raises(ConfigError, match="ranker.bag: at least 1"):
+        config_from_dict({"ranker": {"bag": 0}})

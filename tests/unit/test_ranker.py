@@ -86,3 +86,38 @@ def test_a_user_at_two_cutoffs_is_two_queries():
     groups = _dataset(ordered, np.ones(ordered.height, dtype=bool), ["signal"]).construct().get_group()
     assert groups.tolist() == ordered.group_by(QUERY, "user_id", maintain_order=True).len()["len"].to_list()
     assert len(groups) == ranker.metrics_["queries"]
+
+
+def test_a_bag_of_rankers_is_one_model_scoring_their_mean(tmp_path):
+    """`ranker.bag = 3`: three seeds' rankers merged into one LightGBM model (`average_boosters`) whose score
+    and TreeSHAP contributions are the members' means, and which saves and loads as one text file."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(1)
+    users, per_user = 200, 20
+    signal = rng.normal(size=users * per_user)
+    noisy = signal + rng.normal(scale=0.7, size=signal.shape)
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(users), per_user),
+            "item_index": np.tile(np.arange(per_user), users),
+            "signal": np.where(rng.random(signal.shape) < 0.1, np.nan, signal),
+            "noise": rng.normal(size=users * per_user),
+            RELEVANCE: np.where(noisy > 1.2, 2, np.where(noisy > 0.5, 1, 0)),
+        }
+    )
+    names = ["signal", "noise"]
+    config = RankerConfig(n_estimators=40, min_data_in_leaf=5, bag=3)
+    bag = LambdaRanker(config, names).fit(frame)
+    members = [LambdaRanker(replace(config, seed=config.seed + i, bag=1), names).fit(frame) for i in range(3)]
+    assert bag.metrics_["bag"] == 3 and bag.metrics_["best_iteration"] == [m.metrics_["best_iteration"] for m in members]
+    assert bag.n_trees == sum(m.n_trees for m in members)
+    expected = np.mean([m.predict(frame) for m in members], axis=0)
+    assert not np.allclose(members[0].predict(frame), expected)  # the seeds' models differ
+    bag.save(tmp_path / "ranker.txt")
+    loaded = LambdaRanker.load(tmp_path / "ranker.txt", names)
+    assert np.abs(loaded.predict(frame) - expected).max() < 1e-12
+    matrix = frame.select(names).to_numpy()
+    contributions = loaded.contributions(matrix)
+    assert np.abs(contributions.sum(1) - expected).max() < 1e-12
+    assert np.abs(contributions - np.mean([m.contributions(matrix) for m in members], axis=0)).max() < 1e-12
