@@ -189,7 +189,7 @@ def train_model_dir(
         ranker = LambdaRanker(config.ranker, RANKER_FEATURES).fit(frame, map_folds=fold_mapper(cluster), fit_final=fit_final)
     timings["ranker_s"] = round(time.perf_counter() - tic, 2)
     log(
-        f"ranker: {ranker.metrics_['best_iteration']} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks"
+        f"ranker: {ranker.n_trees} trees, valid NDCG@10 {ranker.metrics_['valid_ndcg@10']:.4f}; candidates hold {candidate_recall:.1%} of next-window clicks"
     )
 
     rng = np.random.default_rng(config.train.seed)

@@ -110,7 +110,7 @@ def test_a_bag_of_rankers_is_one_model_scoring_their_mean(tmp_path):
     config = RankerConfig(n_estimators=40, min_data_in_leaf=5, bag=3)
     bag = LambdaRanker(config, names).fit(frame)
     members = [LambdaRanker(replace(config, seed=config.seed + i, bag=1), names).fit(frame) for i in range(3)]
-    assert bag.metrics_["bag"] == 3 and bag.metrics_["best_iteration"] == [m.metrics_["best_iteration"] for m in members]
+    assert bag.metrics_["bag"] == 3 and bag.metrics_["bag_best_iterations"] == [m.metrics_["best_iteration"] for m in members]
     assert bag.n_trees == sum(m.n_trees for m in members)
     expected = np.mean([m.predict(frame) for m in members], axis=0)
     assert not np.allclose(members[0].predict(frame), expected)  # the seeds' models differ
