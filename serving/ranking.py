@@ -122,15 +122,18 @@ class LambdaRanker:
             for i in range(self.config.bag)
         ]
         self.booster_ = average_boosters([m.booster_ for m in members])
-        self.metrics_ = members[0].metrics_ | {
-            "bag": len(members),  # best_iteration and the curve stay the first member's, for the report's plot
-            "bag_best_iterations": [m.metrics_["best_iteration"] for m in members],
-            "trees": self.booster_.num_trees(),
-            "valid_ndcg@10": float(np.mean([m.metrics_["valid_ndcg@10"] for m in members])),
-            "feature_importance_gain": dict(
-                sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
-            ),
-        }
+        self.metrics_ = (
+            members[0].metrics_
+            | {
+                "bag": len(members),  # best_iteration and the curve stay the first member's, for the report's plot
+                "bag_best_iterations": [m.metrics_["best_iteration"] for m in members],
+                "trees": self.booster_.num_trees(),
+                "valid_ndcg@10": float(np.mean([m.metrics_["valid_ndcg@10"] for m in members])),
+                "feature_importance_gain": dict(
+                    sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
+                ),
+            }
+        )
         return self
 
     def _params(self) -> dict:
