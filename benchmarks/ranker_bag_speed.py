@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 
-import polars as pl
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ranker_features import open_run  # noqa: E402
 
 from recsys.contracts import schema as S  # noqa: E402
-from recsys.contracts.timeline import just_after, time_bounds  # noqa: E402
-from recsys.jobs.common import as_config, load_inputs, ranker_frame  # noqa: E402
-from serving.artifacts import load_export  # noqa: E402
-from serving.catalog import make_catalog  # noqa: E402
 from serving.ranking import RANKER_FEATURES, LambdaRanker  # noqa: E402
 from serving.score import prepare, rank_chunks  # noqa: E402
-from serving.text import item_texts  # noqa: E402
 
 
 def main() -> None:
@@ -35,17 +29,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    report = json.loads((args.run / "metrics.json").read_text())
-    cutoff = dt.datetime.fromisoformat(report["cutoff"])
-    shop = args.run.parent / args.run.name.rsplit("-seed-", 1)[0]
-    config = as_config(None, int(args.run.name.rsplit("-", 1)[1]))
-    data = load_inputs(shop / "items.parquet", shop / "events")
-    _, serving_config, model, shipped = load_export(args.run / "artifacts" / "export", device="cpu")
-    catalog = make_catalog(data.items)
-    vectors = model.encode_items(item_texts(catalog.items))
-    before = data.events.filter(pl.col(S.TIMESTAMP) < cutoff)
-    t1 = just_after(time_bounds(before)[1]) - dt.timedelta(days=config.windows.ranker_days)
-    frame, _ = ranker_frame(model, catalog, before, data.items, start=t1, config=config, item_vectors=vectors)
+    r = open_run(args.run)
+    config, model, catalog, vectors, data = r.config, r.model, r.catalog, r.vectors, r.data
+    frame, shipped, cutoff, serving_config = r.train, r.ranker, r.cutoff, r.serving_config
     rankers = {"shipped": shipped}
     for bag in (3, 5):
         rankers[f"bag{bag}"] = LambdaRanker(dataclasses.replace(config.ranker, bag=bag), RANKER_FEATURES).fit(frame)

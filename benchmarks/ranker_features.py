@@ -234,19 +234,47 @@ CONTRASTS = (
 )
 
 
-def one_run(run: Path, shop: Path, chosen: list[str]) -> dict:
+@dataclasses.dataclass
+class Run:
+    """What a paired.py run left, opened: its test window, config, inputs, export (text model and shipped
+    ranker), encoded catalog and the ranker's training rows rebuilt exactly as `recsys evaluate` built them."""
+
+    cutoff: dt.datetime
+    end: dt.datetime
+    seed: int
+    config: object
+    data: object
+    serving_config: dict
+    model: object
+    ranker: LambdaRanker
+    catalog: object
+    vectors: np.ndarray
+    before: pl.LazyFrame
+    t1: dt.datetime
+    train: pl.DataFrame
+
+
+def open_run(run: Path) -> Run:
+    """`run` is WORK/shop-S-seed-T; its shop is WORK/shop-S."""
+    shop = run.parent / run.name.rsplit("-seed-", 1)[0]
     report = json.loads((run / "metrics.json").read_text())
     cutoff, end = dt.datetime.fromisoformat(report["cutoff"]), dt.datetime.fromisoformat(report["end"])
     seed = int(run.name.rsplit("-", 1)[1])
     config = as_config(None, seed)
     data = load_inputs(shop / "items.parquet", shop / "events")
-    _, serving_config, model, _ = load_export(run / "artifacts" / "export", device="cpu")
+    _, serving_config, model, ranker = load_export(run / "artifacts" / "export", device="cpu")
     catalog = make_catalog(data.items)
     vectors = model.encode_items(item_texts(catalog.items))
     before = data.events.filter(pl.col(S.TIMESTAMP) < cutoff)
-    _, last = time_bounds(before)
-    t1 = just_after(last) - dt.timedelta(days=config.windows.ranker_days)
+    t1 = just_after(time_bounds(before)[1]) - dt.timedelta(days=config.windows.ranker_days)
     train, _ = ranker_frame(model, catalog, before, data.items, start=t1, config=config, item_vectors=vectors)
+    return Run(cutoff, end, seed, config, data, serving_config, model, ranker, catalog, vectors, before, t1, train)
+
+
+def one_run(run: Path, shop: Path, chosen: list[str]) -> dict:
+    r = open_run(run)
+    cutoff, end, seed, config, data, serving_config = r.cutoff, r.end, r.seed, r.config, r.data, r.serving_config
+    model, catalog, vectors, before, t1, train = r.model, r.catalog, r.vectors, r.before, r.t1, r.train
     events = data.events.collect()
     users = heldout_relevance(events, cutoff=cutoff, end=end).select(S.USER_ID).unique().sort(S.USER_ID)[S.USER_ID]
     snapshot = build_snapshot(catalog, vectors, data.events, data.items, cutoff=cutoff, config=config.candidates)

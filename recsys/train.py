@@ -392,13 +392,10 @@ def _pooled_batch(model, tokenizer: ItemTokenizer, data: TrainingData, batch_ite
     from torch.distributed.nn.functional import all_gather
 
     width = -(-len(batch_items) // world)
-    pieces = [batch_items[r::world] for r in range(world)]
-    own = pieces[rank]
+    own = batch_items[rank::world]
     gathered = all_gather(encode(np.concatenate([own, np.repeat(batch_items[:1], width - len(own))])))  # world × (width, H)
-    order = np.concatenate([r * width + np.arange(len(piece)) for r, piece in enumerate(pieces)])  # slice order
-    position = np.empty(len(batch_items), np.int64)
-    position[np.concatenate([np.arange(r, len(batch_items), world) for r in range(world)])] = order
-    return torch.cat(gathered)[torch.from_numpy(position)]
+    j = np.arange(len(batch_items))  # item j is row j // world of replica j % world's slice
+    return torch.cat(gathered)[torch.from_numpy((j % world) * width + j // world)]
 
 
 def _lookup(batch_items: np.ndarray, items: np.ndarray) -> np.ndarray:

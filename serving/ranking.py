@@ -93,7 +93,7 @@ class LambdaRanker:
         curve = np.mean(np.asarray(curves), axis=0)
         best = int(np.argmax(curve)) + 1
         if fit_final is None:
-            self.booster_ = lgb.train(params, _dataset(frame, np.ones(frame.height, dtype=bool), self.feature_names), num_boost_round=best)
+            self.booster_ = lgb.train(params, dataset(frame, self.feature_names), num_boost_round=best)
         else:
             self.booster_ = fit_final(frame, self.feature_names, params, best)
         self.metrics_ = {
