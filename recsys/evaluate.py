@@ -66,6 +66,8 @@ NO_TEXT_ANYWHERE = "without text anywhere"
 COVISIT = "co-visitation"
 POPULARITY = "popularity"
 ORACLE = "oracle"
+# a model trained without a domain, run on it with the domain's events in its histories and features
+TRANSFER = f"{FULL} (transfer: not retrained, the domain's events in its features)"
 PERFECT_ITEMS = "perfect item factors"  # the truth's items, each user's interest fitted to their history
 CEILINGS = (ORACLE, PERFECT_ITEMS)  # systems that read the ground truth: references, not baselines
 TEXT_COLUMNS = (*MODEL_COLUMNS, *TEXT_SOURCES, "cand_sources")  # what the "ranker without text" may not see
@@ -859,7 +861,10 @@ def evaluate_zero_shot(
     for its test users, from their text.
 
     Popularity within the domain is computed from the domain's real pre-cutoff events: what a system that
-    did see the domain gets with the simplest model.
+    did see the domain gets with the simplest model. The transfer row is the product as a team would run it
+    on a domain it adds: the same model, not retrained, with the domain's pre-cutoff events in the users'
+    histories, the candidates and the behavioural features (popularity, CTR, co-visitation) — the ranker
+    learnt on the other domains how much those are worth.
     """
     items = data.items.collect()
     events = data.events.collect()
@@ -868,16 +873,21 @@ def evaluate_zero_shot(
     _, serving_config, model, ranker = load_export(export_dir, device=device)
     catalog = make_catalog(items)
     vectors = model.encode_items(item_texts(catalog.items), progress=progress)
-    snapshot = build_snapshot(catalog, vectors, kept, data.items, cutoff=cutoff, config=config.candidates)
     allowed = catalog.items[S.DOMAIN].eq(domain).fill_null(False).to_numpy()
-    snapshot = dataclasses.replace(snapshot, available=snapshot.available & allowed)
-    cand = generate_candidates(model, snapshot, users, config.candidates, serving_config["history_length"])
     # the rule "never recommend what the user already clicked or bought" needs no learning: apply it with the full log
-    cand = cand.join(_engaged_pairs(events, cutoff), on=[S.USER_ID, S.ITEM_ID], how="anti")
-    frame = with_features(cand, snapshot)
+    engaged = _engaged_pairs(events, cutoff)
+
+    def candidate_frame(known_events: pl.LazyFrame) -> pl.DataFrame:
+        snapshot = build_snapshot(catalog, vectors, known_events, data.items, cutoff=cutoff, config=config.candidates)
+        snapshot = dataclasses.replace(snapshot, available=snapshot.available & allowed)
+        cand = generate_candidates(model, snapshot, users, config.candidates, serving_config["history_length"])
+        return with_features(cand.join(engaged, on=[S.USER_ID, S.ITEM_ID], how="anti"), snapshot)
+
+    frame, transfer = candidate_frame(kept), candidate_frame(data.events)
     systems = {
         f"{FULL} (zero-shot)": top_k(frame, ranker.predict(frame), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
         f"{TEXT_ALONE} (zero-shot)": rank_candidates(frame, [S.P_CLICK], descending=[True], k=K),
+        TRANSFER: top_k(transfer, ranker.predict(transfer), K).select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE),
         f"{POPULARITY} within the domain": popularity_baseline(
             data.events, users, cutoff=cutoff, k=K, days=config.candidates.popularity_days, items=in_domain
         ),
@@ -908,7 +918,7 @@ def evaluate_zero_shot(
     paired = {
         metric: {
             f"{name} − {popular}": paired_difference(per_user[f"{metric}|{name}"], per_user[f"{metric}|{popular}"])
-            for name in (f"{FULL} (zero-shot)", f"{TEXT_ALONE} (zero-shot)")
+            for name in (f"{FULL} (zero-shot)", f"{TEXT_ALONE} (zero-shot)", TRANSFER)
         }
         for metric in ("ev@10", "ndcg@10")
         if f"{metric}|{popular}" in per_user

@@ -271,7 +271,8 @@ def render_markdown(report: dict) -> str:
             "",
             f"Domain **{cross['domain']}** held out entirely from training (no event of its {cross['items']} items); its "
             f"{cross['queries']} test users' clicks on it are ranked among its items only. The zero-shot systems know those "
-            "items only from their text; popularity within the domain uses the domain's real pre-cutoff events.",
+            "items only from their text; popularity within the domain uses the domain's real pre-cutoff events, and so "
+            "does the transfer row: the same model, not retrained, with those events in its histories and features.",
             "",
         ]
         with_ev = all("ev@10" in m for m in cross["systems"].values())

@@ -19,6 +19,7 @@ from recsys.evaluate import (
     NO_TEXT_ANYWHERE,
     ORACLE,
     PERFECT_ITEMS,
+    TRANSFER,
     ablation_variants,
     covisitation_baseline,
     define_slices,
@@ -134,7 +135,7 @@ def test_ablations_and_cross_domain_are_reported(evaluated):
     assert all(0 <= m["ev@10"] <= oracle["ev@10"] + 1e-9 for m in cross["systems"].values())
     popular = "popularity within the domain"
     for metric in ("ev@10", "ndcg@10"):
-        for system in (f"{FULL} (zero-shot)", "text model alone (zero-shot)"):
+        for system in (f"{FULL} (zero-shot)", "text model alone (zero-shot)", TRANSFER):
             cell = cross["paired"][metric][f"{system} − {popular}"]
             assert cell["n"] == cross["queries"] and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
             assert cell["mean"] == pytest.approx(cross["systems"][system][metric] - cross["systems"][popular][metric])
