@@ -320,6 +320,9 @@ def serve(
     watch_seconds: float = typer.Option(
         5.0, "--watch-seconds", help="With a registry: how often to look for a new champion (0: only POST /reload)."
     ),
+    workers: int = typer.Option(
+        1, "--workers", help="Server processes sharing the port, each with its own copy of the model (one per core; POST /reload needs 1)."
+    ),
 ):
     """Answer POST /recommend over HTTP with the lists `recsys score` would write (needs recsys[serve-http])."""
     from recsys.jobs.score import DEFAULT_CACHE
@@ -327,7 +330,17 @@ def serve(
 
     cache = None if no_cache else (cache_dir or DEFAULT_CACHE)
     run_serve(
-        model, items, events, host=host, port=port, device=device, cache_dir=cache, threads=threads, watch_seconds=watch_seconds, log=_log
+        model,
+        items,
+        events,
+        host=host,
+        port=port,
+        device=device,
+        cache_dir=cache,
+        threads=threads,
+        watch_seconds=watch_seconds,
+        workers=workers,
+        log=_log,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -65,10 +66,17 @@ class Holder:
 
 
 def create_app(
-    load: Callable[[], OnlineRecommender], *, version: Callable[[], object] | None = None, watch_seconds: float = 0.0, log=print
+    load: Callable[[], OnlineRecommender],
+    *,
+    version: Callable[[], object] | None = None,
+    watch_seconds: float = 0.0,
+    workers: int = 1,
+    log=print,
 ) -> FastAPI:
     """The app over `load()`'s recommender. With `version` and `watch_seconds` > 0, a background thread
-    polls `version()` (a registry's champion) and reloads when it changes."""
+    polls `version()` (a registry's champion) and reloads when it changes. `workers`: how many processes
+    serve the port, this one among them; a POST /reload reaches only one of them, so with more than one
+    it is refused and the registry's watch reloads each."""
     holder = Holder(load)
     batcher = Batcher()
     stop = threading.Event()
@@ -153,10 +161,18 @@ def create_app(
             "items": recommender.n_items,
             "reloads": holder.reloads,
             "served": served,
+            "workers": workers,
+            "worker_pid": os.getpid(),
         }
 
     @app.post("/reload")
     def reload() -> dict:
+        if workers > 1:
+            raise HTTPException(
+                status_code=409,
+                detail=f"{workers} worker processes serve this port and a request reaches one: promote in the registry "
+                "(each worker watches it) or restart the server",
+            )
         try:
             fresh = holder.reload()
         except Exception as exc:

@@ -7,6 +7,9 @@ refuses to start (exit 2 or 3), so a deployment never routes traffic to a server
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 
 from recsys.contracts.errors import UsageError
@@ -65,6 +68,9 @@ def champion_of(model: str | Path):
     return lambda: Registry(model).champion
 
 
+WORKER_SPEC = "RECSYS_SERVE_WORKER"  # how `serve` tells each worker process what to load
+
+
 def serve(
     model: str | Path,
     items_path: str | Path,
@@ -76,23 +82,68 @@ def serve(
     cache_dir: str | Path | None = None,
     threads: int = 0,
     watch_seconds: float = 5.0,
+    workers: int = 1,
     log=noop,
 ) -> None:
-    """Load, then serve until stopped (SIGINT/SIGTERM: uvicorn finishes the requests in flight)."""
+    """Load, then serve until stopped (SIGINT/SIGTERM: uvicorn finishes the requests in flight).
+
+    With `workers` > 1, that many processes share the port (uvicorn's supervisor), each with its own
+    recommender: the Python parts of a request hold one process's interpreter lock, so one process keeps
+    one core busy at most. Everything is loaded and checked here first, so a bad export still refuses to
+    start before the port opens, and the workers then read the item vectors from the cache.
+    """
     try:
         import uvicorn
 
-        from serving.http import create_app
+        import serving.http  # noqa: F401  (FastAPI: the rest of the extra)
     except ImportError as exc:
         raise UsageError(f"recsys serve needs the HTTP extra: pip install 'recsys[serve-http]' ({exc})") from None
-
-    def load() -> OnlineRecommender:
-        return load_recommender(model, items_path, events_path, device=device, cache_dir=cache_dir, threads=threads, log=log)
-
-    version = champion_of(model)
-    app = create_app(load, version=version, watch_seconds=watch_seconds if version else 0.0, log=log)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    spec = {
+        "model": str(model),
+        "items_path": str(items_path),
+        "events_path": str(events_path),
+        "device": device,
+        "cache_dir": None if cache_dir is None else str(cache_dir),
+        "threads": threads,
+        "watch_seconds": watch_seconds,
+        "workers": workers,
+    }
+    app = _app(spec, log)
     current = app.state.holder.current
     log(
-        f"serving {current.metadata['model_version']} ({current.n_items} items, {current.n_users} users, cutoff {current.metadata['cutoff']}) on http://{host}:{port}"
+        f"serving {current.metadata['model_version']} ({current.n_items} items, {current.n_users} users, cutoff {current.metadata['cutoff']}) "
+        f"on http://{host}:{port}" + (f" with {workers} worker processes" if workers > 1 else "")
     )
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)).run()
+    options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
+        return
+    del app, current  # each worker loads its own
+    os.environ[WORKER_SPEC] = json.dumps(spec)
+    uvicorn.run("recsys.jobs.serve:worker_app", factory=True, workers=workers, **options)
+
+
+def worker_app():
+    """The app of one worker process of `serve(workers > 1)`: uvicorn imports and calls this factory."""
+    return _app(json.loads(os.environ[WORKER_SPEC]), lambda message: print(f"[worker {os.getpid()}] {message}", file=sys.stderr))
+
+
+def _app(spec: dict, log):
+    from serving.http import create_app
+
+    def load() -> OnlineRecommender:
+        return load_recommender(
+            spec["model"],
+            spec["items_path"],
+            spec["events_path"],
+            device=spec["device"],
+            cache_dir=spec["cache_dir"],
+            threads=spec["threads"],
+            log=log,
+        )
+
+    version = champion_of(spec["model"])
+    watch = spec["watch_seconds"] if version else 0.0
+    return create_app(load, version=version, watch_seconds=watch, workers=spec["workers"], log=log)

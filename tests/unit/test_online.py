@@ -209,6 +209,31 @@ def test_http_answers_equal_the_batch_file_and_bad_requests_name_the_field(expor
         assert meta["cutoff"] and meta["artifact_hashes"] and meta["precision"] == "fp32"
 
 
+def test_worker_processes_share_the_port_and_answer_as_one(exported_model, tiny_shop, batch):
+    """--workers 2: two processes, each with its own recommender, both answering the batch file's lists."""
+    frame, _ = batch
+    users = frame[S.USER_ID].unique().sort().to_list()[::15]
+    pids: set[int] = set()
+    with Server(exported_model, tiny_shop, "--workers", "2") as server:
+        deadline = time.monotonic() + 60
+        for attempt in range(200):  # bounded: 200 requests or 60 s; a new connection each, so either may accept
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            user = users[attempt % len(users)]
+            answer = httpx.post(f"{server.url}/recommend", json={"user_id": user, "k": 10}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            got = pl.DataFrame(answer.json()["recommendations"]).select(S.RANK, S.ITEM_ID, S.SCORE, S.P_CLICK, S.P_PURCHASE)
+            expected = _one(frame, user).drop(S.USER_ID).select(got.columns)
+            assert got.cast(expected.schema).equals(expected), user
+            meta = httpx.get(f"{server.url}/metadata", timeout=30).json()
+            assert meta["workers"] == 2
+            pids.add(meta["worker_pid"])
+        assert len(pids) == 2, f"one process answered every request: {pids}"
+        refused = httpx.post(f"{server.url}/reload", timeout=30)
+        assert refused.status_code == 409 and "registry" in refused.json()["detail"]
+    assert server.cli.process.poll() is not None
+
+
 def test_a_registry_champion_reloads_on_promotion_with_no_failed_request(tmp_path, trained_model, exported_model, tiny_shop):
     from recsys.registry import Registry
 
