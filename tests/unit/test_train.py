@@ -46,6 +46,29 @@ def test_training_histories_only_hold_earlier_clicks(tiny_shop, tiny_config, tin
             assert first[int(item)] < data.times[row]
 
 
+def test_an_epoch_caps_each_items_impressions_but_keeps_every_click_of_a_log_without_them(tiny_shop, tiny_config, tiny_encoder):
+    """Sampling an item's impressions keeps its click rate; sampling the clicks of a clicks-only log would not."""
+    import dataclasses
+
+    from recsys.train import _epoch_batches
+
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    tokenizer = ItemTokenizer(tiny_encoder / "tokenizer.json", 24)
+    config = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train, exposures_per_item=3))
+    for log, capped in ((events, True), (events.filter(pl.col(S.EVENT) != S.IMPRESSION), False)):
+        data = build_training_data(log, catalog, tokenizer, config)
+        rows = np.arange(len(data.exposure_item))
+        batches = _epoch_batches(data, config, np.random.default_rng(0), rows)
+        taken = np.concatenate([r for _, r in batches])
+        per_item = np.bincount(data.exposure_item[taken])
+        assert len(np.unique(taken)) == len(taken)
+        if capped:
+            assert per_item.max() == 3 and len(taken) < len(rows)
+        else:
+            assert sorted(taken) == list(rows) and per_item.max() > 3
+
+
 def test_training_is_reproducible(tiny_shop, tiny_config, tiny_encoder):
     events = pl.read_parquet(tiny_shop / "events")
     catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
