@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -207,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    # the seed-averaged NDCG@10 of every user, for pairing with another run of this script (other code, other config)
+    pl.DataFrame({"user_id": split.user_ids, **{name: averaged[name]["ndcg@10"] for name in per_user}}).write_parquet(
+        args.work / "per_user.parquet"
+    )
 
     print(f"\n| system | NDCG@10 | ± se (seeds) | HR@10 | NDCG@10 tied | NDCG@10 not tied | {reference} − system [95% CI] |")
     print("|---|---|---|---|---|---|---|")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -97,31 +98,15 @@ def batch_explain(export: str, shop: Path, users: int = 4000) -> dict:
     return {"users": users, "rank_s": runs[False], "rank_s_explain": runs[True], "ratio": round(runs[True] / runs[False], 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", default=str(OUT / "export-int8"), help="EXPORT_DIR (benchmarks/run.py makes it)")
-    parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--items", type=int, default=50_000)
-    parser.add_argument("--requests", type=int, default=600, help="requests per load level (bounded by --seconds too)")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, default=1, help="recsys serve --threads")
-    parser.add_argument("--no-explain", action="store_true", help="the load levels only, without the explanation runs")
-    args = parser.parse_args()
-
-    from recsys.generate import generate_shop
-
-    shop = OUT / f"serve-{args.users}-{args.items}"
-    if not (shop / "items.parquet").exists():
-        generate_shop(shop, users=args.users, items=args.items, days=3, seed=4, new_items_per_day=0)
-    known = pl.scan_parquet(shop / "events").select("user_id").unique().sort("user_id").collect()["user_id"].to_numpy()
-    rng = np.random.default_rng(0)
+@contextlib.contextmanager
+def running_server(args, shop: Path, workers: int):
+    """A `recsys serve` process with `workers` worker processes on a free port; its URL, then stopped."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         *(sys.executable, "-m", "recsys.cli", "serve", "--model", args.export, "--items", str(shop / "items.parquet")),
         *("--events", str(shop / "events"), "--port", str(port), "--device", "cpu", "--threads", str(args.threads)),
-        *("--cache-dir", str(OUT / "score-cache")),
+        *("--cache-dir", str(OUT / "score-cache"), "--workers", str(workers)),
     ]
     started = time.perf_counter()
     server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -134,40 +119,66 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        startup_s = time.perf_counter() - started
-        meta = httpx.get(f"{url}/metadata").json()
-        results = {"users": args.users, "items": args.items, "export": meta["precision"], "startup_s": round(startup_s, 1), "levels": []}
-        results["load_timings_s"] = meta["load_timings_s"]
-
-        def bodies(n: int, **extra) -> list[dict]:  # users with a past: the costly ones; 10% unknown users
-            picked = rng.choice(known, n)
-            unknown = rng.random(n) < 0.1
-            return [
-                {"user_id": int(u) if not cold else int(known.max()) + 1 + i, "k": 20, **extra}
-                for i, (u, cold) in enumerate(zip(picked, unknown))
-            ]
-
-        asyncio.run(load(url, bodies(30), 1, 30))  # warm-up
-        for concurrency in args.concurrency:
-            before = httpx.get(f"{url}/metadata").json()["served"]
-            level = asyncio.run(load(url, bodies(args.requests), concurrency, args.seconds))
-            after = httpx.get(f"{url}/metadata").json()["served"]
-            level["mean_batch"] = round((after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1), 2)
-            results["levels"].append(level)
-            print(json.dumps(level), flush=True)
-        if args.no_explain:
-            print(json.dumps(results), flush=True)
-            return
-        # explanations, side by side at concurrency 1
-        plain = asyncio.run(load(url, bodies(min(args.requests, 300)), 1, args.seconds))
-        explained = asyncio.run(load(url, bodies(min(args.requests, 300), explain=True), 1, args.seconds))
-        results["explain"] = {"plain": plain, "explained": explained, "p50_ratio": round(explained["p50_ms"] / plain["p50_ms"], 2)}
-        print(json.dumps(results["explain"]), flush=True)
+        yield url, time.perf_counter() - started
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    results["batch_explain"] = batch_explain(args.export, shop)
-    print(json.dumps(results["batch_explain"]), flush=True)
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", default=str(OUT / "export-int8"), help="EXPORT_DIR (benchmarks/run.py makes it)")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=600, help="requests per load level (bounded by --seconds too)")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument("--threads", type=int, default=1, help="recsys serve --threads")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="recsys serve --workers, one server each, in turn")
+    parser.add_argument("--no-explain", action="store_true", help="the load levels only, without the explanation runs")
+    args = parser.parse_args()
+
+    from recsys.generate import generate_shop
+
+    shop = OUT / f"serve-{args.users}-{args.items}"
+    if not (shop / "items.parquet").exists():
+        generate_shop(shop, users=args.users, items=args.items, days=3, seed=4, new_items_per_day=0)
+    known = pl.scan_parquet(shop / "events").select("user_id").unique().sort("user_id").collect()["user_id"].to_numpy()
+    rng = np.random.default_rng(0)
+
+    def bodies(n: int, **extra) -> list[dict]:  # users with a past: the costly ones; 10% unknown users
+        picked = rng.choice(known, n)
+        unknown = rng.random(n) < 0.1
+        return [
+            {"user_id": int(u) if not cold else int(known.max()) + 1 + i, "k": 20, **extra}
+            for i, (u, cold) in enumerate(zip(picked, unknown))
+        ]
+
+    results = {"users": args.users, "items": args.items, "levels": []}
+    for workers in args.workers:
+        with running_server(args, shop, workers) as (url, startup_s):
+            meta = httpx.get(f"{url}/metadata").json()
+            results |= {"export": meta["precision"], "load_timings_s": meta["load_timings_s"]}
+            results.setdefault("startup_s", {})[workers] = round(startup_s, 1)
+            asyncio.run(load(url, bodies(30 * workers), workers, 30))  # warm-up
+            for concurrency in args.concurrency:
+                before = httpx.get(f"{url}/metadata").json()["served"]
+                level = asyncio.run(load(url, bodies(args.requests), concurrency, args.seconds))
+                after = httpx.get(f"{url}/metadata").json()["served"]  # one worker's counters: the mean is per process
+                level["mean_batch"] = round((after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1), 2)
+                level["workers"] = workers
+                results["levels"].append(level)
+                print(json.dumps(level), flush=True)
+            if args.no_explain or workers != args.workers[0]:
+                continue
+            # explanations, side by side at concurrency 1
+            plain = asyncio.run(load(url, bodies(min(args.requests, 300)), 1, args.seconds))
+            explained = asyncio.run(load(url, bodies(min(args.requests, 300), explain=True), 1, args.seconds))
+            results["explain"] = {"plain": plain, "explained": explained, "p50_ratio": round(explained["p50_ms"] / plain["p50_ms"], 2)}
+            print(json.dumps(results["explain"]), flush=True)
+    if not args.no_explain:
+        results["batch_explain"] = batch_explain(args.export, shop)
+        print(json.dumps(results["batch_explain"]), flush=True)
     (OUT / "serve.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'serve.json'}")
 
