@@ -242,7 +242,7 @@ def _train_text_model(
     }
     step = 0
     best = {"epoch": 0, "score": -math.inf, "state": None}
-    bank = encode_pooled(model, tokenizer, data.item_tokens)
+    bank = _encoded_bank(model, tokenizer, data, replica)
     for epoch in range(total_epochs):
         started = time.perf_counter()
         # LP-FT (Kumar et al., 2022): heads first on a frozen encoder (cheap: pooled outputs come from the
@@ -313,7 +313,7 @@ def _train_text_model(
             if progress:
                 progress("train", step, total_steps)
         if fine_tune:
-            bank = encode_pooled(model, tokenizer, data.item_tokens)  # the encoder moved: refresh the memory bank
+            bank = _encoded_bank(model, tokenizer, data, replica)  # the encoder moved: refresh the memory bank
         valid = evaluate_exposures(model, tokenizer, data, valid_rows, bank=bank)
         history_log["epoch"].append(epoch + 1)
         history_log["phase"].append("fine-tune" if fine_tune else "heads")
@@ -400,8 +400,29 @@ def _pooled_batch(model, tokenizer: ItemTokenizer, data: TrainingData, batch_ite
     width = -(-len(batch_items) // world)
     own = batch_items[rank::world]
     gathered = all_gather(encode(np.concatenate([own, np.repeat(batch_items[:1], width - len(own))])))  # world × (width, H)
-    j = np.arange(len(batch_items))  # item j is row j // world of replica j % world's slice
-    return torch.cat(gathered)[torch.from_numpy((j % world) * width + j // world)]
+    return torch.cat(gathered)[torch.from_numpy(_dealt_order(len(batch_items), world, width))]
+
+
+def _encoded_bank(model, tokenizer: ItemTokenizer, data: TrainingData, replica: tuple[int, int]):
+    """The memory bank: every item's pooled encoder output (no gradient). With several replicas each encodes
+    items r, r + world, … and the slices are gathered, so refreshing the bank costs each 1/world of it."""
+    rank, world = replica
+    if world == 1:
+        return encode_pooled(model, tokenizer, data.item_tokens)
+    torch = _torch()
+    n = len(data.item_tokens)
+    width = -(-n // world)
+    own = encode_pooled(model, tokenizer, data.item_tokens[rank::world])
+    own = torch.cat([own, own.new_zeros(width - len(own), own.shape[1])])  # equal shapes for the gather
+    gathered = [torch.empty_like(own) for _ in range(world)]
+    torch.distributed.all_gather(gathered, own)
+    return torch.cat(gathered)[torch.from_numpy(_dealt_order(n, world, width))]
+
+
+def _dealt_order(n: int, world: int, width: int) -> np.ndarray:
+    """Where item j of n, dealt round-robin to `world` slices of `width` rows, sits in the slices stacked."""
+    j = np.arange(n)
+    return (j % world) * width + j // world
 
 
 def _lookup(batch_items: np.ndarray, items: np.ndarray) -> np.ndarray:
