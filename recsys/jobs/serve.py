@@ -110,19 +110,22 @@ def serve(
         "watch_seconds": watch_seconds,
         "workers": workers,
     }
-    app = _app(spec, log)
-    current = app.state.holder.current
+    options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+    if workers == 1:
+        app = _app(spec, log)
+        _announce(app.state.holder.current, host, port, workers, log)
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
+        return
+    _announce(_loader(spec, log)(), host, port, workers, log)  # checked once here; each worker then loads its own
+    os.environ[WORKER_SPEC] = json.dumps(spec)
+    uvicorn.run("recsys.jobs.serve:worker_app", factory=True, workers=workers, **options)
+
+
+def _announce(current: OnlineRecommender, host: str, port: int, workers: int, log) -> None:
     log(
         f"serving {current.metadata['model_version']} ({current.n_items} items, {current.n_users} users, cutoff {current.metadata['cutoff']}) "
         f"on http://{host}:{port}" + (f" with {workers} worker processes" if workers > 1 else "")
     )
-    options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
-    if workers == 1:
-        uvicorn.Server(uvicorn.Config(app, **options)).run()
-        return
-    del app, current  # each worker loads its own
-    os.environ[WORKER_SPEC] = json.dumps(spec)
-    uvicorn.run("recsys.jobs.serve:worker_app", factory=True, workers=workers, **options)
 
 
 def worker_app():
@@ -130,9 +133,7 @@ def worker_app():
     return _app(json.loads(os.environ[WORKER_SPEC]), lambda message: print(f"[worker {os.getpid()}] {message}", file=sys.stderr))
 
 
-def _app(spec: dict, log):
-    from serving.http import create_app
-
+def _loader(spec: dict, log):
     def load() -> OnlineRecommender:
         return load_recommender(
             spec["model"],
@@ -144,6 +145,12 @@ def _app(spec: dict, log):
             log=log,
         )
 
+    return load
+
+
+def _app(spec: dict, log):
+    from serving.http import create_app
+
     version = champion_of(spec["model"])
     watch = spec["watch_seconds"] if version else 0.0
-    return create_app(load, version=version, watch_seconds=watch, workers=spec["workers"], log=log)
+    return create_app(_loader(spec, log), version=version, watch_seconds=watch, workers=spec["workers"], log=log)
