@@ -139,6 +139,8 @@ def test_ablations_and_cross_domain_are_reported(evaluated):
             cell = cross["paired"][metric][f"{system} − {popular}"]
             assert cell["n"] == cross["queries"] and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
             assert cell["mean"] == pytest.approx(cross["systems"][system][metric] - cross["systems"][popular][metric])
+    # the transfer row runs the same model on the domain's own events too: its lists are not the zero-shot ones
+    assert cross["systems"][TRANSFER]["ev@10"] != cross["systems"][f"{FULL} (zero-shot)"]["ev@10"]
     assert {t["target"].split(" ")[0] for t in report["targets"]} >= {"full", "multi-task", "fine-tuned"}
 
 
