@@ -6,7 +6,8 @@ concurrencies, and what `explain` costs, measured side by side in one run.
 
 The server is a real `recsys serve` process on 127.0.0.1, started and stopped here; the load comes from one
 asyncio client process on the same machine (so on 2 cores the client takes some of the CPU the server
-would have). Every load level is bounded in requests and in seconds. Results: benchmarks/out/serve.json.
+would have). Every load level is bounded in requests and in seconds. Each `--workers` count (default 1
+and 2) gets its own server, one after the other. Results: benchmarks/out/serve.json.
 """
 
 from __future__ import annotations
@@ -164,9 +165,10 @@ def main() -> None:
             for concurrency in args.concurrency:
                 before = httpx.get(f"{url}/metadata").json()["served"]
                 level = asyncio.run(load(url, bodies(args.requests), concurrency, args.seconds))
-                after = httpx.get(f"{url}/metadata").json()["served"]  # one worker's counters: the mean is per process
-                level["mean_batch"] = round((after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1), 2)
-                level["workers"] = workers
+                after = httpx.get(f"{url}/metadata").json()["served"]
+                # the counters are one process's: with several, two reads may come from different workers
+                served = (after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1)
+                level |= {"mean_batch": round(served, 2) if workers == 1 else None, "workers": workers}
                 results["levels"].append(level)
                 print(json.dumps(level), flush=True)
             if args.no_explain or workers != args.workers[0]:
