@@ -90,13 +90,17 @@ def test_the_converted_ranker_scores_real_feature_rows_as_lightgbm_does(reposito
     frame = features.join_features(cand.lazy(), online.tables.restrict(users, cand[S.ITEM_ID])).collect()
     rows = feature_matrix(frame, online.ranker.feature_names)
     assert np.isnan(rows).any()  # missing values take the trees' default branches in both
-    expected = online.ranker.predict(frame)
+    sent = rows.astype(np.float32)  # what a Triton client sends: the graph's input is float32
     got = (
         ort.InferenceSession(str(repository / "ranker" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-        .run(None, {"features": rows.astype(np.float32)})[0]
+        .run(None, {"features": sent})[0]
         .ravel()
     )
-    assert np.abs(got - expected).max() < 1e-4
+    expected = online.ranker.booster_.predict(sent.astype(np.float64))
+    assert np.abs(got - expected).max() < 1e-4  # on the rows Triton receives, the converted trees are LightGBM's
+    # against `recsys score`'s float64 rows, a value that rounding to float32 moves across a split threshold
+    # takes the other branch: rare, and the only difference (it once moved one row of 2,344 by 0.046)
+    assert np.mean(np.abs(got - online.ranker.predict(frame)) > 1e-4) < 0.01
     # the ONNX ranker's top 10 of every user are LightGBM's top 10 up to ties: none scores below LightGBM's
     # tenth best by more than the tolerance (rows with equal scores may come in any order)
     by_user = frame.select(S.USER_ID).with_columns(pl.Series("lgb", expected), pl.Series("onnx", got))
