@@ -333,6 +333,9 @@ def _train_text_model(
         model.load_state_dict(best["state"])  # the epoch validation liked best, not merely the last one
         log(f"kept epoch {best['epoch']} (best validation), not the last ({total_epochs})")
     history_log["best_epoch"] = best["epoch"]
+    if head_epochs > 1 and best["epoch"] >= head_epochs:
+        # the heads never peaked: on a log of clicks alone the default head epochs stop far short (RESULTS.md)
+        log(f"validation still improved at the last head epoch ({head_epochs}): more train.head_epochs may help")
     model.eval()
     return model, tokenizer, {"data": data.summary, "curves": history_log}
 

@@ -77,6 +77,16 @@ def test_training_is_reproducible(tiny_shop, tiny_config, tiny_encoder):
         assert torch.equal(a, b), name
 
 
+def test_training_says_when_the_heads_never_peaked(tiny_shop, tiny_config, tiny_encoder):
+    events = pl.read_parquet(tiny_shop / "events")
+    catalog = make_catalog(pl.read_parquet(tiny_shop / "items.parquet"))
+    config = tiny_config.replace(train={"head_epochs": 3, "epochs": 1})
+    lines: list[str] = []
+    _, _, report = train_text_model(events, catalog, config, encoder_folder=tiny_encoder, log=lines.append)
+    hinted = any("more train.head_epochs may help" in line for line in lines)
+    assert hinted == (report["curves"]["best_epoch"] >= 3), (report["curves"], lines)
+
+
 def test_model_dir_round_trip(trained_model, tiny_config):
     model, tokenizer, config = load_text_model(trained_model)
     assert config == tiny_config
