@@ -26,6 +26,7 @@ from recsys.contracts import layout
 from recsys.contracts.errors import ParityError, UsageError
 from recsys.contracts.files import MANIFEST, atomic_dir, file_entries, write_json
 from serving.artifacts import read_export
+from serving.ranking import rewrite_trees
 
 TRITON_KIND = "recsys-triton-repository"
 RANKER = "ranker"
@@ -86,10 +87,33 @@ def ranker_to_onnx(ranker_file: Path, n_features: int):
     import lightgbm as lgb
 
     booster = lgb.Booster(model_file=str(ranker_file))
+    # the converted trees compare float32 with float32: each threshold rounded down to float32 sends every
+    # float32 input the way LightGBM's float64 threshold does (no float32 lies between the two)
+    as_float32 = rewrite_trees([booster.model_to_string()], float32_thresholds)
     # opset 15: the newest onnxmltools' LightGBM converter supports
     return booster, onnxmltools.convert_lightgbm(
-        booster, initial_types=[("features", FloatTensorType([None, n_features]))], target_opset=15
+        as_float32, initial_types=[("features", FloatTensorType([None, n_features]))], target_opset=15
     )
+
+
+def float32_thresholds(tree: dict[str, str]) -> None:
+    """A tree's numerical thresholds (`serving.ranking.rewrite_trees`' dict of its lines) replaced by the
+    largest float32 at or below each. For a float32 input x, x <= t and x <= that float32 agree, so the
+    trees decide as before; the converter's cast to the nearest float32 can round a threshold up onto an
+    input and send it left where LightGBM sends it right (a score 0.08 off on a real feature row).
+    Categorical splits (decision_type bit 0) hold an index there and are left alone."""
+    if "threshold" not in tree:  # a tree of one leaf
+        return
+    kinds = [int(v) for v in tree["decision_type"].split()]
+    values = tree["threshold"].split()
+    for j, value in enumerate(values):
+        if kinds[j] & 1:
+            continue
+        down = np.float32(float(value))
+        if float(down) > float(value):
+            down = np.nextafter(down, np.float32(-np.inf))
+        values[j] = repr(float(down))
+    tree["threshold"] = " ".join(values)
 
 
 def ranker_parity(booster, onnx_model, n_features: int, rows: int = 4096, seed: int = 0) -> dict:

@@ -201,24 +201,34 @@ class LambdaRanker:
 
 def average_boosters(boosters: list):
     """One LightGBM model that scores the mean of `boosters`' scores: their trees one after another, each
-    leaf value (and internal value, which TreeSHAP's contributions read) divided by their number, in
-    LightGBM's own text format (`tree_sizes` recomputed). Equal to the mean within ~1e-15 (tested)."""
+    leaf value (and internal value, which TreeSHAP's contributions read) divided by their number. Equal to
+    the mean within ~1e-15 (tested)."""
+    n = len(boosters)
+
+    def divide(tree: dict[str, str]) -> None:
+        for key in ("leaf_value", "internal_value"):
+            if key in tree:
+                tree[key] = " ".join(repr(float(v) / n) for v in tree[key].split())
+
+    return rewrite_trees([b.model_to_string() for b in boosters], divide)
+
+
+def rewrite_trees(texts: list[str], edit):
+    """One LightGBM model from the model texts `texts`: their trees one after another, each tree's
+    `key=value` lines handed to `edit` as a dict it may change in place, written back in LightGBM's own
+    text format (trees renumbered, `tree_sizes` recomputed: the parser finds each tree by its byte size)."""
     import lightgbm as lgb
 
-    n = len(boosters)
-    texts = [b.model_to_string() for b in boosters]
     head = texts[0].partition("\nTree=0\n")[0]
     blocks = []
     for text in texts:
         body = "Tree=0\n" + text.partition("\nTree=0\n")[2].partition("\nend of trees")[0]
         for tree in filter(None, (part.strip("\n") for part in body.split("\n\n\n"))):
-            lines = tree.split("\n")
-            lines[0] = f"Tree={len(blocks)}"
-            for i, line in enumerate(lines):
-                key, _, values = line.partition("=")
-                if key in ("leaf_value", "internal_value"):
-                    lines[i] = f"{key}=" + " ".join(repr(float(v) / n) for v in values.split())
-            blocks.append("\n".join(lines) + "\n\n\n")
+            lines = tree.split("\n")[1:]
+            fields = dict(line.split("=", 1) for line in lines if "=" in line)
+            edit(fields)
+            lines = [f"{line.split('=', 1)[0]}={fields[line.split('=', 1)[0]]}" if "=" in line else line for line in lines]
+            blocks.append("\n".join([f"Tree={len(blocks)}", *lines]) + "\n\n\n")
     head = re.sub(r"(?m)^tree_sizes=.*$", "tree_sizes=" + " ".join(str(len(b.encode())) for b in blocks), head)
     return lgb.Booster(model_str=head + "\n" + "".join(blocks) + "end of trees\n")
 

@@ -108,3 +108,28 @@ def test_the_converted_ranker_scores_real_feature_rows_as_lightgbm_does(reposito
         tenth = group["lgb"].sort(descending=True).head(10).min()
         chosen = group.sort("onnx", descending=True, maintain_order=True).head(10)
         assert chosen["lgb"].min() >= tenth - 1e-4
+
+
+def test_a_threshold_between_two_float32_values_splits_float32_inputs_as_lightgbm_does(tmp_path):
+    """LightGBM puts a split between 1.0 and 1.0 + 2e-7 at 1.0 + 1e-7, which rounds *up* to the float32 1 + 2⁻²³:
+    that input goes right in LightGBM (it is above the float64 threshold) and, with the threshold merely cast,
+    left in the converted trees. Rounded down instead, the ONNX ranker decides as LightGBM does."""
+    import lightgbm as lgb
+    import onnxruntime as ort
+
+    from export.triton import float32_thresholds, ranker_to_onnx
+
+    x = np.repeat([1.0, 1.0 + 2e-7], 50)[:, None]
+    params = {"objective": "regression", "min_data_in_leaf": 1, "min_data_in_bin": 1, "num_leaves": 2, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(x, label=(x[:, 0] > 1.0).astype(float)), num_boost_round=1)
+    threshold = booster.dump_model()["tree_info"][0]["tree_structure"]["threshold"]
+    between = np.float32(1.0) + np.finfo(np.float32).eps  # the float32 just above 1.0
+    assert 1.0 < threshold < float(between) and float(np.float32(threshold)) == float(between)
+    booster.save_model(str(tmp_path / "ranker.txt"))
+    original, onnx_model = ranker_to_onnx(tmp_path / "ranker.txt", 1)
+    rows = np.asarray([[1.0], [float(between)], [1.0 + 4e-7]], np.float32)
+    got = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"features": rows})[0].ravel()
+    assert np.abs(got - original.predict(rows.astype(np.float64))).max() < 1e-6
+    categorical = {"threshold": "0.30000000000000004 1.0000001", "decision_type": "1 2"}
+    float32_thresholds(categorical)  # a categorical split's threshold is an index: kept; the numerical one rounded down
+    assert categorical["threshold"].split() == ["0.30000000000000004", repr(float(np.float32(1.0)))]
