@@ -224,10 +224,11 @@ def rewrite_trees(texts: list[str], edit):
     for text in texts:
         body = "Tree=0\n" + text.partition("\nTree=0\n")[2].partition("\nend of trees")[0]
         for tree in filter(None, (part.strip("\n") for part in body.split("\n\n\n"))):
-            lines = tree.split("\n")[1:]
-            fields = dict(line.split("=", 1) for line in lines if "=" in line)
+            lines = tree.split("\n")[1:]  # the first is "Tree=<number>"
+            keys = [line.partition("=")[0] if "=" in line else None for line in lines]
+            fields = {key: line.partition("=")[2] for key, line in zip(keys, lines) if key is not None}
             edit(fields)
-            lines = [f"{line.split('=', 1)[0]}={fields[line.split('=', 1)[0]]}" if "=" in line else line for line in lines]
+            lines = [line if key is None else f"{key}={fields[key]}" for key, line in zip(keys, lines)]
             blocks.append("\n".join([f"Tree={len(blocks)}", *lines]) + "\n\n\n")
     head = re.sub(r"(?m)^tree_sizes=.*$", "tree_sizes=" + " ".join(str(len(b.encode())) for b in blocks), head)
     return lgb.Booster(model_str=head + "\n" + "".join(blocks) + "end of trees\n")
