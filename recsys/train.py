@@ -115,11 +115,11 @@ def _epoch_batches(
     order = np.argsort(items, kind="stable")
     sorted_items = items[order]
     unique, starts, counts = np.unique(sorted_items, return_index=True, return_counts=True)
-    cap = len(train_rows) if data.sample_negatives else config.train.exposures_per_item
+    cap = None if data.sample_negatives else config.train.exposures_per_item
     chosen_rows: list[np.ndarray] = []
     for start, count in zip(starts, counts):
         rows = train_rows[order[start : start + count]]
-        if count > cap:
+        if cap is not None and count > cap:
             rows = rng.choice(rows, cap, replace=False)
         chosen_rows.append(rows)
     perm = rng.permutation(len(unique))

@@ -105,9 +105,7 @@ class LambdaRanker:
             "valid_ndcg@10": float(curve[best - 1]),
             "valid_ndcg@10_curve": [float(x) for x in curve],
             "valid_ndcg@10_fold_std": float(np.std([c[best - 1] for c in curves])),
-            "feature_importance_gain": dict(
-                sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
-            ),
+            "feature_importance_gain": self._top_gain(),
         }
         return self
 
@@ -122,19 +120,19 @@ class LambdaRanker:
             for i in range(self.config.bag)
         ]
         self.booster_ = average_boosters([m.booster_ for m in members])
-        self.metrics_ = (
-            members[0].metrics_
-            | {
-                "bag": len(members),  # best_iteration and the curve stay the first member's, for the report's plot
-                "bag_best_iterations": [m.metrics_["best_iteration"] for m in members],
-                "trees": self.booster_.num_trees(),
-                "valid_ndcg@10": float(np.mean([m.metrics_["valid_ndcg@10"] for m in members])),
-                "feature_importance_gain": dict(
-                    sorted(zip(self.feature_names, map(float, self.booster_.feature_importance("gain"))), key=lambda kv: -kv[1])[:15]
-                ),
-            }
-        )
+        self.metrics_ = members[0].metrics_ | {
+            "bag": len(members),  # best_iteration and the curve stay the first member's, for the report's plot
+            "bag_best_iterations": [m.metrics_["best_iteration"] for m in members],
+            "trees": self.booster_.num_trees(),
+            "valid_ndcg@10": float(np.mean([m.metrics_["valid_ndcg@10"] for m in members])),
+            "feature_importance_gain": self._top_gain(),
+        }
         return self
+
+    def _top_gain(self, n: int = 15) -> dict[str, float]:
+        """The model's `n` features of largest total split gain, largest first."""
+        gains = zip(self.feature_names, map(float, self.booster_.feature_importance("gain")))
+        return dict(sorted(gains, key=lambda kv: -kv[1])[:n])
 
     def _params(self) -> dict:
         return {

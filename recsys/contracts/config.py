@@ -44,9 +44,7 @@ class TrainConfig:
     head_epochs: int = 16  # epochs on a frozen encoder first (fast: pooled outputs are cached)
     epochs: int = 1  # then epochs of full fine-tuning (minus model.freeze_layers)
     items_per_batch: int = 64  # distinct items encoded per step: the encoder runs once per item per batch
-    exposures_per_item: int = (
-        24  # impressions of each item sampled per epoch (caps the most shown); a log of clicks alone keeps every click
-    )
+    exposures_per_item: int = 24  # impressions of an item sampled per epoch; a log without them keeps every click
     negatives_per_positive: int = 4  # sampled exposures per click when the log has no impressions
     encoder_lr: float = 3e-5
     head_lr: float = 1e-3
